@@ -1,0 +1,65 @@
+"""The HTTP face: ``create_app()`` builds one aiohttp app with every API family's routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from taskd.api import envelopes, guard
+from taskd.api.keys import SERVICES
+from taskd.config import Settings
+from taskd.services import Services
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The whole taskd server: store, engine and every API family, started with the app."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[envelopes.errors_middleware, guard.auth_middleware],
+    )
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        services = await Services.open(settings)
+        app[SERVICES] = services
+        try:
+            await services.engine.start()
+            for start in app.get(STARTERS, []):
+                await start(services)
+            yield
+        finally:
+            for stop in reversed(app.get(STOPPERS, [])):
+                await stop(services)
+            await services.engine.stop()
+            await services.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    for family in families():
+        family.setup(app)
+    return app
+
+
+STARTERS: web.AppKey[list] = web.AppKey("starters")
+STOPPERS: web.AppKey[list] = web.AppKey("stoppers")
+
+
+def on_start(app: web.Application, start, stop=None) -> None:
+    """Let a family start (and stop) its own background service with the app."""
+    app.setdefault(STARTERS, []).append(start)
+    if stop is not None:
+        app.setdefault(STOPPERS, []).append(stop)
+
+
+def families() -> list:
+    from taskd.api import common
+
+    found = [common]
+    for name in ("processes", "dagruns", "tasks", "workqueue"):
+        try:
+            module = __import__(f"taskd.api.{name}", fromlist=["setup"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"taskd.api.{name}":
+                raise
+            continue
+        found.append(module)
+    return found

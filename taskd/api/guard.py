@@ -1,0 +1,81 @@
+"""Who may call what. Every route declares its access level; undeclared routes need admin.
+
+Levels: ``public`` (anyone), ``read`` (a viewer or admin token), ``admin``, ``task`` (admin, or
+the task token of the attempt named by the route's ``task_id``). Worker routes of the work
+queue are ``public`` here and authenticate workers themselves (X-Worker-ID / X-Secret).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiohttp import web
+
+from taskd.api.keys import SERVICES
+from taskd.auth import Principal
+from taskd.errors import Forbidden, Unauthorized
+
+H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
+LEVELS = ("public", "read", "admin", "task")
+
+
+def access(level: str) -> Callable[[H], H]:
+    assert level in LEVELS, level
+
+    def mark(handler: H) -> H:
+        handler.taskd_access = level  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def presented_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip() or None
+    if scheme == "basic":
+        try:
+            user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        # Drove clients send admin:<token>; any user name is accepted with a valid token.
+        return password or (user or None)
+    return None
+
+
+async def principal_of(request: web.Request) -> Principal:
+    cached = request.get("principal")
+    if cached is None:
+        cached = await request.app[SERVICES].auth.identify(presented_token(request))
+        request["principal"] = cached
+    return cached
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    match = request.match_info
+    if match.http_exception is not None:  # unknown route or method: let it answer 404/405
+        return await handler(request)
+    level = getattr(match.handler, "taskd_access", "admin")
+    if level == "public":
+        return await handler(request)
+    who = await principal_of(request)
+    if level == "read" and who.can_read:
+        return await handler(request)
+    if who.is_admin:
+        return await handler(request)
+    if level == "task" and who.role == "task" and who.attempt_uuid == match.get("task_id"):
+        return await handler(request)
+    if who.role == "anonymous":
+        raise Unauthorized(
+            "credentials required: send 'Authorization: Bearer <token>' "
+            "(or HTTP Basic admin:<token>)"
+        )
+    raise Forbidden("these credentials may not do this")

@@ -1,0 +1,63 @@
+"""Small helpers every handler uses: JSON in and out (orjson), typed query parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from taskd.errors import BadRequest
+
+JSON = "application/json"
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None):
+    return web.Response(
+        body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
+        status=status,
+        content_type=JSON,
+        headers=headers,
+    )
+
+
+async def read_json(request: web.Request, *, expect: type | None = None) -> Any:
+    """The request body as JSON; a clear 400 when it is not JSON (or not of ``expect``)."""
+    raw = await request.read()
+    if not raw.strip():
+        raise BadRequest("the request body is empty; JSON was expected")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if expect is not None and not isinstance(data, expect):
+        kind = {dict: "an object", list: "an array"}.get(expect, expect.__name__)
+        raise BadRequest(f"the request body must be a JSON {kind}")
+    return data
+
+
+def query_int(
+    request: web.Request, name: str, default: int | None = None, *, minimum: int = 0
+) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise BadRequest(f"query parameter {name} must be at least {minimum}")
+    return value
+
+
+def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise BadRequest(f"query parameter {name} must be true or false, got {raw!r}")

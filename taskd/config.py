@@ -1,0 +1,75 @@
+"""One frozen Settings object, built by the CLI from options and ``TASKD_*`` variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def host_memory_mb() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError):
+        return 4096
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: Path = Path("taskd.db")
+    host: str = "127.0.0.1"
+    port: int = 7070
+    admin_token: str | None = None
+    public_url: str | None = None  # what jobs get as TASKD_URL; derived from host/port if unset
+
+    # capacity
+    max_parallel: int = 16
+    cpus: float = float(os.cpu_count() or 1)
+    memory_mb: int = field(default_factory=host_memory_mb)
+
+    # runners
+    docker_network: str = "auto"  # "auto": bridge when the engine has it, else none
+    docker_keep_containers: bool = False
+    kill_grace: float = 10.0  # stop signal -> hard kill
+    shutdown_grace: float = 5.0  # SIGTERM: how long local processes may finish
+    allowed_volumes: tuple[str, ...] = ()  # host paths (and what is below them) jobs may mount
+    allowed_networks: tuple[str, ...] = ()  # network modes jobs may ask for (e.g. "host")
+    allow_privileged: bool = False
+
+    # output
+    log_head_bytes: int = 1 << 20  # per stream and attempt: the first bytes kept
+    log_tail_bytes: int = 1 << 20  # ... and the last bytes kept
+    log_retention_days: float = 30.0
+
+    # http
+    max_body_bytes: int = 10 << 20
+    log_format: str = "human"
+    log_level: str = "info"
+
+    hostname: str = field(default_factory=socket.gethostname)
+
+    @property
+    def url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def token_file(self) -> Path:
+        return self.db.with_name(self.db.name + ".token")

@@ -1,0 +1,128 @@
+"""The engine's in-memory view of active runs: nodes, edges, live attempts.
+
+The store is the truth; this is an index of it for the runs that can still change, so that a
+finished task re-examines only its own children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from taskd.models import (
+    TASK_TERMINAL,
+    AttemptState,
+    JobSpec,
+    RetryPolicy,
+    RunState,
+    TaskState,
+    now_ns,
+)
+from taskd.runners.base import AttemptContext, Started
+
+
+@dataclass(eq=False)
+class LiveAttempt:
+    """An attempt the engine is watching."""
+
+    id: int
+    uuid: str
+    task: TaskNode
+    number: int
+    ctx: AttemptContext
+    cpuset: tuple[int, ...] = ()
+    started: Started | None = None
+    stop_as: AttemptState | None = None  # set when taskd stops it: killed, timed_out, lost
+    stop_reason: str | None = None
+    reported: str | None = None
+    watcher: asyncio.Task[None] | None = None
+    deadline: asyncio.TimerHandle | None = None
+    created_ns: int = field(default_factory=now_ns)
+
+
+@dataclass(eq=False)
+class TaskNode:
+    id: int
+    run: RunNode
+    name: str
+    template: str
+    state: TaskState
+    job: JobSpec
+    retry: RetryPolicy
+    max_runtime: float | None
+    explicit_success: bool
+    generator: bool
+    attempts: int
+    retry_at: int | None
+    extra: dict[str, Any]
+    parents: list[tuple[TaskNode, bool]] = field(default_factory=list)
+    children: list[tuple[TaskNode, bool]] = field(default_factory=list)
+    live: LiveAttempt | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TASK_TERMINAL
+
+
+@dataclass(eq=False)
+class RunNode:
+    id: int
+    uuid: str
+    kind: str
+    name: str
+    state: RunState
+    kill_requested: bool
+    trigger: str
+    params: dict[str, Any]
+    extra: dict[str, Any]
+    tasks: dict[int, TaskNode] = field(default_factory=dict)
+    by_name: dict[str, TaskNode] = field(default_factory=dict)
+    unfinished: int = 0  # tasks not yet terminal
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, task: TaskNode) -> None:
+        self.tasks[task.id] = task
+        self.by_name[task.name] = task
+        if not task.terminal:
+            self.unfinished += 1
+
+
+def task_from_row(run: RunNode, row: Any) -> TaskNode:
+    return TaskNode(
+        id=row["id"],
+        run=run,
+        name=row["name"],
+        template=row["template"],
+        state=TaskState(row["state"]),
+        job=JobSpec.from_doc(orjson.loads(row["job"])),
+        retry=RetryPolicy(row["max_attempts"], row["backoff_base"], row["backoff_exponent"]),
+        max_runtime=row["max_runtime"],
+        explicit_success=bool(row["explicit_success"]),
+        generator=bool(row["generator"]),
+        attempts=row["attempts"],
+        retry_at=row["retry_at"],
+        extra=orjson.loads(row["extra"]),
+    )
+
+
+def run_from_row(row: Any) -> RunNode:
+    return RunNode(
+        id=row["id"],
+        uuid=row["uuid"],
+        kind=row["kind"],
+        name=row["name"],
+        state=RunState(row["state"]),
+        kill_requested=bool(row["kill_requested"]),
+        trigger=row["trigger"],
+        params=orjson.loads(row["params"]),
+        extra=orjson.loads(row["extra"]),
+    )
+
+
+def link(parent: TaskNode, child: TaskNode, required: bool) -> None:
+    parent.children.append((child, required))
+    child.parents.append((parent, required))

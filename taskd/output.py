@@ -1,0 +1,157 @@
+"""Capturing what attempts print: bounded, streamed into the store while the job runs.
+
+Per attempt and stream the first ``head`` bytes are kept, then a rolling tail of about ``tail``
+bytes: older tail chunks are deleted as new ones arrive, so a job that prints gigabytes costs
+a bounded amount of disk and its end (usually where the error is) is never lost. Output is
+flushed every ``FLUSH_DELAY`` seconds or ``FLUSH_BYTES`` bytes, whichever comes first, and
+followers (``GET .../logs?follow=true``) are woken on every flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import structlog
+
+from taskd.store import Store
+from taskd.store import output as q
+
+log = structlog.get_logger("taskd.output")
+
+FLUSH_DELAY = 0.2
+FLUSH_BYTES = 64 * 1024
+
+
+class Followers:
+    """Wakes readers of an attempt's output when new chunks were stored or it ended."""
+
+    def __init__(self) -> None:
+        self._events: dict[int, asyncio.Event] = {}
+
+    def event(self, attempt_id: int) -> asyncio.Event:
+        ev = self._events.get(attempt_id)
+        if ev is None:
+            ev = self._events[attempt_id] = asyncio.Event()
+        return ev
+
+    def wake(self, attempt_id: int) -> None:
+        ev = self._events.pop(attempt_id, None)
+        if ev is not None:
+            ev.set()
+
+
+class OutputWriter:
+    """The sink runners write into for one attempt."""
+
+    def __init__(
+        self,
+        store: Store,
+        attempt_id: int,
+        *,
+        head: int,
+        tail: int,
+        followers: Followers | None = None,
+        seen: dict[str, int] | None = None,
+        tail_chunks: list[tuple[int, str, int]] | None = None,
+    ) -> None:
+        self.store = store
+        self.attempt_id = attempt_id
+        self.head = head
+        self.tail = tail
+        self.followers = followers
+        self.offsets: dict[str, int] = dict(seen or {})
+        self._pending: dict[str, list[bytes]] = {}
+        self._pending_bytes = 0
+        self._tails: dict[str, deque[tuple[int, int]]] = {}
+        self._tail_size: dict[str, int] = {}
+        for chunk_id, stream, size in tail_chunks or ():
+            self._tails.setdefault(stream, deque()).append((chunk_id, size))
+            self._tail_size[stream] = self._tail_size.get(stream, 0) + size
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def write(self, stream: str, data: bytes) -> None:
+        if not data or self._closed:
+            return
+        self._pending.setdefault(stream, []).append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= FLUSH_BYTES:
+            self._flush_soon(0)
+        elif self._timer is None:
+            self._flush_soon(FLUSH_DELAY)
+
+    def note(self, message: str) -> None:
+        """A line of taskd's own about this attempt (Daggy's executorLog)."""
+        self.write("executor", (message.rstrip("\n") + "\n").encode())
+
+    def _flush_soon(self, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(delay, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self.flush())
+        else:
+            self._flush_soon(FLUSH_DELAY)
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        rows: list[tuple[str, int, bool, bytes]] = []
+        for stream, parts in pending.items():
+            data = b"".join(parts)
+            offset = self.offsets.get(stream, 0)
+            self.offsets[stream] = offset + len(data)
+            if offset < self.head:
+                cut = min(len(data), self.head - offset)
+                rows.append((stream, offset, True, data[:cut]))
+                offset, data = offset + cut, data[cut:]
+            if data:
+                if len(data) > self.tail:  # more than the whole tail at once: keep its end
+                    offset, data = offset + len(data) - self.tail, data[-self.tail :]
+                rows.append((stream, offset, False, data))
+        drop = self._roll(rows)
+        try:
+            ids = await self.store.write(q.append, self.attempt_id, rows, drop)
+        except Exception:
+            log.exception("storing output failed", attempt=self.attempt_id)
+            return
+        for (stream, _, head, data), chunk_id in zip(rows, ids, strict=True):
+            if not head:
+                self._tails.setdefault(stream, deque()).append((chunk_id, len(data)))
+                self._tail_size[stream] = self._tail_size.get(stream, 0) + len(data)
+        if self.followers is not None:
+            self.followers.wake(self.attempt_id)
+
+    def _roll(self, rows: list[tuple[str, int, bool, bytes]]) -> list[int]:
+        """Tail chunks to delete so each stream's tail stays about ``tail`` bytes."""
+        drop: list[int] = []
+        incoming: dict[str, int] = {}
+        for stream, _, head, data in rows:
+            if not head:
+                incoming[stream] = incoming.get(stream, 0) + len(data)
+        for stream, extra in incoming.items():
+            chunks = self._tails.get(stream)
+            size = self._tail_size.get(stream, 0)
+            while chunks and size + extra - chunks[0][1] >= self.tail:
+                chunk_id, n = chunks.popleft()
+                size -= n
+                drop.append(chunk_id)
+            self._tail_size[stream] = size
+        return drop
+
+    async def close(self) -> None:
+        """Store everything still buffered; later writes are ignored."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flushing is not None:
+            await self._flushing
+        await self.flush()
+        self._closed = True

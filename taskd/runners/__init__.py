@@ -1,0 +1,5 @@
+"""Runner backends behind one small interface (see ``base``)."""
+
+from taskd.runners.base import RUNNERS, AttemptContext, Runner, StartFailed, Started
+
+__all__ = ["RUNNERS", "AttemptContext", "Runner", "StartFailed", "Started"]

@@ -1,0 +1,199 @@
+"""The SQLite file: one writer thread with group commit, a small pool of reader threads.
+
+Every query is a plain function ``fn(conn, *args)`` kept in a module of this package. The
+engine and the handlers never hold a connection; they call ``await store.write(fn, ...)`` or
+``await store.read(fn, ...)``.
+
+Why not one aiosqlite connection: aiosqlite moves every *statement* to its thread, so a
+transaction of ten statements costs ten thread hops, and it has no public way to run a whole
+function there. Here a whole transaction is one hop, and writes that arrive while the writer is
+busy are committed together in the next transaction (group commit): one fsync acknowledges many
+changes, which is what makes durable commits cheap under load. Each write still runs in its own
+SAVEPOINT, so one failing write never takes its neighbours down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from taskd.errors import Conflict, StoreError
+from taskd.store.migrations import migrate
+
+T = TypeVar("T")
+
+# How many queued writes one transaction takes at most: big enough to amortise the fsync,
+# small enough that no single transaction holds the write lock for long.
+MAX_BATCH = 2000
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    if readonly:
+        conn.execute("PRAGMA query_only=ON")
+    else:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a change is on disk before its client hears about it (SPEC §3).
+        conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+class Store:
+    """The one SQLite file of a taskd instance."""
+
+    def __init__(self, path: str | Path, *, readers: int = 2) -> None:
+        self.path = Path(path)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskd-writer")
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="taskd-reader")
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._wconn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._flushing = False
+        self._flush_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Store:
+        """Open (creating if needed) and migrate the database file."""
+        store = cls(path)
+        loop = asyncio.get_running_loop()
+        store._wconn = await loop.run_in_executor(store._writer, store._open_writer)
+        return store
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = connect(self.path)
+        migrate(conn)
+        return conn
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._flush_task is not None:
+            await self._flush_task
+        loop = asyncio.get_running_loop()
+        if self._wconn is not None:
+            await loop.run_in_executor(self._writer, self._wconn.close)
+        self._readers.shutdown(wait=True)
+        for conn in self._reader_conns:
+            conn.close()
+        self._writer.shutdown(wait=True)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            self._reader_conns.append(conn)
+        return conn
+
+    def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            return fn(conn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+        finally:
+            conn.execute("COMMIT")
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in one read transaction on a reader thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, fn, args)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def write(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run ``fn(conn, *args)`` in a write transaction; the future resolves after COMMIT.
+
+        The write is queued synchronously, so writes commit in the order they were asked for.
+        """
+        if self._closed:
+            raise StoreError("the store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._pending.append((fn, args, fut))
+        if not self._flushing:
+            self._flushing = True
+            self._flush_task = loop.create_task(self._flush(), name="taskd-store-flush")
+        return fut
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    outcomes = await loop.run_in_executor(self._writer, self._run_batch, batch)
+                except Exception as exc:  # the COMMIT itself failed: nothing in it happened
+                    err = exc if isinstance(exc, StoreError) else StoreError(str(exc))
+                    outcomes = [(False, err)] * len(batch)
+                for (_, _, fut), (ok, value) in zip(batch, outcomes, strict=True):
+                    if fut.done():
+                        continue
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+        finally:
+            self._flushing = False
+
+    def _run_batch(self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]) -> list:
+        conn = self._wconn
+        assert conn is not None
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn, args, _ in batch:
+                conn.execute("SAVEPOINT w")
+                try:
+                    value = fn(conn, *args)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                    outcomes.append((False, translate(exc)))
+                else:
+                    conn.execute("RELEASE w")
+                    outcomes.append((True, value))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    # -- maintenance ------------------------------------------------------------------------
+
+    async def backup(self, dest: str | Path) -> None:
+        """Write a consistent copy of the live database to ``dest`` (SQLite backup API)."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            target = sqlite3.connect(str(dest))
+            try:
+                conn.backup(target)
+            finally:
+                target.close()
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._readers, lambda: run(self._reader()))
+
+
+def translate(exc: BaseException) -> BaseException:
+    """Driver errors become taskd errors here, once."""
+    if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
+        return Conflict(str(exc))
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(str(exc))
+    return exc
