@@ -11,6 +11,7 @@ import structlog
 from taskd.auth import Authenticator, load_admin_token
 from taskd.config import Settings
 from taskd.engine.core import Engine
+from taskd.engine.scheduler import Scheduler
 from taskd.store import Store, tokens
 
 log = structlog.get_logger("taskd")
@@ -23,6 +24,7 @@ class Services:
     auth: Authenticator
     instance: str  # a random id of this database; labels every container taskd starts
     engine: Engine = None  # type: ignore[assignment]
+    scheduler: Scheduler = None  # type: ignore[assignment]
     extras: dict[str, Any] = field(default_factory=dict)  # family-owned services (work queue)
 
     @classmethod
@@ -39,6 +41,7 @@ class Services:
         services = cls(settings=settings, store=store, auth=Authenticator(store, token),
                         instance=instance)  # fmt: skip
         services.engine = Engine(settings, store, instance)
+        services.scheduler = Scheduler(services.engine)
         return services
 
     async def close(self) -> None:

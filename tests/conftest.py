@@ -47,6 +47,8 @@ async def services(settings):
 
     svc = await Services.open(settings)
     await svc.engine.start()
+    await svc.scheduler.start()
     yield svc
+    await svc.scheduler.stop()
     await svc.engine.stop()
     await svc.close()

@@ -24,12 +24,14 @@ def create_app(settings: Settings) -> web.Application:
         app[SERVICES] = services
         try:
             await services.engine.start()
+            await services.scheduler.start()
             for start in app.get(STARTERS, []):
                 await start(services)
             yield
         finally:
             for stop in reversed(app.get(STOPPERS, [])):
                 await stop(services)
+            await services.scheduler.stop()
             await services.engine.stop()
             await services.close()
 

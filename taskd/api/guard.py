@@ -19,6 +19,7 @@ from taskd.auth import Principal
 from taskd.errors import Forbidden, Unauthorized
 
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 LEVELS = ("public", "read", "admin", "task")
 
 
@@ -49,10 +50,10 @@ def presented_token(request: web.Request) -> str | None:
 
 
 async def principal_of(request: web.Request) -> Principal:
-    cached = request.get("principal")
+    cached = request.get(PRINCIPAL)
     if cached is None:
         cached = await request.app[SERVICES].auth.identify(presented_token(request))
-        request["principal"] = cached
+        request[PRINCIPAL] = cached
     return cached
 
 

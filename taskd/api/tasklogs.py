@@ -1,0 +1,58 @@
+"""Streaming an attempt's captured output over HTTP, optionally following it to its end."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from taskd.api.keys import SERVICES
+from taskd.errors import BadRequest
+from taskd.store import output as oq
+
+STREAM_CHOICES = {
+    "stdout": ("stdout",),
+    "stderr": ("stderr",),
+    "executor": ("executor",),
+    "all": ("stdout", "stderr", "executor"),
+}
+FOLLOW_IDLE = 15.0  # seconds between checks that the attempt is still running
+
+
+def attempt_open(db: Any, attempt_id: int) -> bool:
+    row = db.execute("SELECT ended_at FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
+    return row is not None and row["ended_at"] is None
+
+
+async def stream_output(request: web.Request, attempt_id: int) -> web.StreamResponse:
+    choice = request.query.get("stream", "all")
+    if choice not in STREAM_CHOICES:
+        raise BadRequest(f"stream must be one of {', '.join(STREAM_CHOICES)}")
+    follow = request.query.get("follow", "").lower() in ("1", "true", "yes")
+    streams = STREAM_CHOICES[choice]
+    svc = request.app[SERVICES]
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await resp.prepare(request)
+    expected: dict[str, int] = {}
+    last_id = 0
+    while True:
+        # Take the wake-up event before reading, so a flush between the two is not missed.
+        woken = svc.engine.followers.event(attempt_id)
+        still_open = await svc.store.read(attempt_open, attempt_id)
+        chunks = await svc.store.read(oq.chunks, attempt_id, streams, last_id)
+        for chunk in chunks:
+            start = expected.get(chunk.stream, 0)
+            if chunk.offset > start:
+                await resp.write(oq.dropped_marker(chunk.offset - start))
+            await resp.write(chunk.data)
+            expected[chunk.stream] = chunk.offset + len(chunk.data)
+            last_id = chunk.id
+        if not follow or not still_open:
+            break
+        try:
+            await asyncio.wait_for(woken.wait(), FOLLOW_IDLE)
+        except TimeoutError:
+            pass
+    await resp.write_eof()
+    return resp

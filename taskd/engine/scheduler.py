@@ -1,0 +1,255 @@
+"""The scheduler: turns schedules and manual triggers of definitions into runs.
+
+It sleeps until the earliest due slot or a change (never polls), works out what is due with
+the pure maths of ``taskd.schedule``, and starts each run in the same transaction as the
+ledger row of its slot, whose primary key makes a second fire of a slot impossible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from taskd import definitions as defs
+from taskd import schedule as sched
+from taskd.errors import BadRequest, Conflict, NotFound
+from taskd.models import RunKind, Trigger, now_ns
+from taskd.store import definitions as dq
+from taskd.store.runs import RunPlan
+
+if TYPE_CHECKING:
+    from taskd.engine.core import Engine
+    from taskd.engine.graph import RunNode
+
+log = structlog.get_logger("taskd.scheduler")
+
+MAX_CATCH_UP = 1000  # slots looked at after a long downtime; "all" fires at most this many
+
+
+def to_ns(dt: datetime) -> int:
+    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+def from_ns(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Entry:
+    """What the loop knows of one definition's schedule."""
+
+    name: str
+    schedule: sched.Schedule | None
+    paused: bool
+    overlap: str
+    missed_policy: str
+    anchor: datetime  # slots after this one are still to come
+    next: datetime | None = None
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.clock = clock
+        self.entries: dict[str, Entry] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        engine.run_finished.append(self._on_run_finished)
+
+    async def start(self) -> None:
+        definitions = await self.store.read(dq.all_definitions)
+        last = await self.store.read(dq.last_slots)
+        starts = await self.store.read(dq.last_starts)
+        for d in definitions:
+            self._load(d, last.get(d.name), starts.get(d.name))
+        self._task = self.engine.spawn(self._loop(), "scheduler")
+        # Slots that were waiting and triggers still open when taskd stopped.
+        pending = {r["definition"] for r in await self.store.read(dq.waiting_slots)}
+        pending |= {r["definition"] for r in await self.store.read(dq.open_triggers)}
+        for name in pending:
+            self.engine.spawn(self._drain(name), f"drain-{name}")
+
+    def _load(self, d: dq.Definition, last_slot: int | None, last_start: int | None) -> Entry:
+        schedule = sched.parse_schedule(d.doc.get("schedule"))
+        anchor = max(last_slot or 0, d.updated_at)
+        entry = Entry(d.name, schedule, d.paused, d.doc["overlap_action"],
+                      d.doc.get("missed_slots", sched.DEFAULT_MISSED_POLICY),
+                      from_ns(anchor))  # fmt: skip
+        if isinstance(schedule, sched.CronSchedule):
+            entry.next = sched.next_fire(schedule, entry.anchor)
+        elif isinstance(schedule, sched.ContinuousSchedule):
+            since = from_ns(last_start) if last_start else None
+            entry.next = sched.next_continuous(schedule, since, from_ns(d.updated_at))
+        self.entries[d.name] = entry
+        return entry
+
+    async def refresh(self, name: str) -> None:
+        """A definition was stored, paused, resumed or deleted: look at it again."""
+        try:
+            d = await self.store.read(dq.get, name)
+        except NotFound:
+            self.entries.pop(name, None)
+        else:
+            last = (await self.store.read(dq.last_slots)).get(name)
+            starts = (await self.store.read(dq.last_starts)).get(name)
+            self._load(d, last, starts)
+        self._wake.set()
+
+    def lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            now = self.clock()
+            for entry in list(self.entries.values()):
+                if entry.next is not None and entry.next <= now and not entry.paused:
+                    try:
+                        await self._due(entry, now)
+                    except Exception:
+                        log.exception("scheduling failed", definition=entry.name)
+                        entry.next = None  # do not spin on a broken definition
+            times = [e.next for e in self.entries.values() if e.next and not e.paused]
+            timeout = None
+            if times:
+                timeout = max(0.0, (min(times) - self.clock()).total_seconds())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _due(self, entry: Entry, now: datetime) -> None:
+        schedule = entry.schedule
+        if isinstance(schedule, sched.ContinuousSchedule):
+            slot = entry.next
+            assert slot is not None
+            entry.next = None  # set again when its run starts
+            await self._slot(entry, slot)
+            return
+        assert isinstance(schedule, sched.CronSchedule)
+        slots, _ = sched.slots_between(schedule, entry.anchor, now, MAX_CATCH_UP)
+        if not slots:
+            entry.next = sched.next_fire(schedule, entry.anchor)
+            return
+        fire, missed = sched.plan_missed(slots, entry.missed_policy, MAX_CATCH_UP, now=now)
+        entry.anchor = slots[-1]
+        entry.next = sched.next_fire(schedule, max(entry.anchor, now))
+        if missed:
+            log.warning("missed schedule slots", definition=entry.name, count=len(missed),
+                        first=missed[0].isoformat(), last=missed[-1].isoformat())  # fmt: skip
+            await self.store.write(dq.record_slots, entry.name,
+                                   [(to_ns(s), "missed") for s in missed], now_ns())  # fmt: skip
+        for slot in fire:
+            await self._slot(entry, slot)
+
+    async def _slot(self, entry: Entry, slot: datetime) -> None:
+        async with self.lock(entry.name):
+            active = self.active(entry.name)
+            if active and entry.overlap == "wait":
+                at = now_ns()
+                await self.store.write(waiting, entry.name, to_ns(slot), at)
+                return
+            if active and entry.overlap == "terminate":
+                await self._terminate(active)
+            await self._start(entry.name, Trigger.SCHEDULE, slot=to_ns(slot))
+
+    async def _terminate(self, active: list[RunNode]) -> None:
+        for run in active:
+            await self.engine.kill_run(run.id, "replaced by a newer run (overlap_action terminate)")
+
+    def active(self, name: str) -> list[RunNode]:
+        return [
+            r for r in self.engine.runs.values() if r.kind == RunKind.PROCESS and r.name == name
+        ]
+
+    async def _start(
+        self, name: str, trigger: str, *, slot: int | None = None,
+        trigger_id: int | None = None, task_filter: str | None = None,
+    ) -> RunNode | None:  # fmt: skip
+        d = await self.store.read(dq.get, name)
+        at = now_ns()
+        plan = RunPlan(
+            kind=RunKind.PROCESS, name=name, trigger=trigger, uuid=str(uuidlib.uuid4()),
+            tasks=defs.templates(d.doc, task_filter), task_filter=task_filter,
+            definition_version=d.version, extra={"slot": slot} if slot else {},
+        )  # fmt: skip
+
+        def also(db: Any, run_id: int) -> None:
+            if slot is not None:
+                dq.fire_slot(db, name, slot, run_id, at)
+            if trigger_id is not None:
+                dq.consume_trigger(db, trigger_id, run_id)
+
+        try:
+            run = await self.engine.submit(plan, also)
+        except Conflict:
+            log.info("slot already fired", definition=name, slot=slot)
+            return None
+        if slot is not None:
+            self.engine.metrics.scheduler_lag.observe(max(0.0, (now_ns() - slot) / 1e9))
+        entry = self.entries.get(name)
+        if entry is not None and isinstance(entry.schedule, sched.ContinuousSchedule):
+            entry.next = sched.next_continuous(entry.schedule, from_ns(at), self.clock())
+            self._wake.set()
+        log.info("run started", definition=name, run=run.id, trigger=str(trigger))
+        return run
+
+    # -- triggers and waiting slots ---------------------------------------------------------
+
+    async def trigger(self, name: str, task_filter: str | None = None) -> RunNode | None:
+        """A manual trigger: a run now, or (overlap wait) when the running one ends."""
+        d = await self.store.read(dq.get, name)
+        if task_filter is not None:
+            names = {t["task_definition_name"] for t in d.doc["task_definitions"]}
+            if task_filter not in names:
+                raise BadRequest(f"process definition {name!r} has no task {task_filter!r}")
+        async with self.lock(name):
+            active = self.active(name)
+            if active and d.doc["overlap_action"] == "wait":
+                await self.store.write(dq.add_trigger, name, task_filter, now_ns())
+                return None
+            if active and d.doc["overlap_action"] == "terminate":
+                await self._terminate(active)
+            return await self._start(name, Trigger.MANUAL, task_filter=task_filter)
+
+    def _on_run_finished(self, run: RunNode) -> None:
+        if run.kind == RunKind.PROCESS:
+            self.engine.spawn(self._drain(run.name), f"drain-{run.name}")
+
+    async def _drain(self, name: str) -> None:
+        """Start what waited for the previous run of a definition: a slot, else a trigger."""
+        async with self.lock(name):
+            if self.active(name) or self.engine._closing:
+                return
+            slots = [r for r in await self.store.read(dq.waiting_slots) if r["definition"] == name]
+            if slots:
+                await self._start(name, Trigger.SCHEDULE, slot=slots[-1]["slot"])
+                return
+            triggers = await self.store.read(dq.open_triggers, name)
+            if triggers:
+                t = triggers[0]
+                await self._start(name, Trigger.MANUAL, trigger_id=t["id"],
+                                  task_filter=t["task_filter"])  # fmt: skip
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def waiting(db: Any, name: str, slot: int, at: int) -> None:
+    dq.record_slots(db, name, [(slot, "waiting")], at)
+    dq.collapse_waiting(db, name, slot)

@@ -1,0 +1,42 @@
+"""Times as each API family writes them; stored as integer nanoseconds since the epoch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from taskd.errors import BadRequest
+
+
+def iso_ms(ns: int | None) -> str | None:
+    """ISO-8601 with milliseconds in UTC (Sundial): 2017-01-25T10:00:00.000Z."""
+    if ns is None:
+        return None
+    dt = datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(ns // 1_000_000) % 1000:03d}Z"
+
+
+def parse_iso(value: str, what: str) -> int:
+    """An ISO-8601 date-time (an offset or Z; naive means UTC) as nanoseconds."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"{what} must be an ISO-8601 date-time, got {value!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+def ns_str(ns: int | None) -> str:
+    """Nanoseconds as a decimal string (Daggy)."""
+    return str(ns or 0)
+
+
+def epoch_ms(ns: int | None) -> int | None:
+    return None if ns is None else ns // 1_000_000
+
+
+def epoch_s(ns: int | None) -> int | None:
+    return None if ns is None else ns // 1_000_000_000
