@@ -95,7 +95,9 @@ class Authenticator:
                 return Principal("task", attempt_uuid=attempt_uuid)
         return ANONYMOUS
 
-    async def issue(self, role: str, name: str) -> str:
-        token = secrets.token_urlsafe(32)
-        await self.store.write(tokens.insert_token, digest(token), role, name, now_ns())
-        return token
+
+async def issue_token(store: Store, role: str, name: str) -> str:
+    """A new viewer or admin token; printed once, stored only as its hash."""
+    token = secrets.token_urlsafe(32)
+    await store.write(tokens.insert_token, digest(token), role, name, now_ns())
+    return token

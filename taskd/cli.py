@@ -1,0 +1,167 @@
+"""The ``taskd`` command: serve, backup, tokens. No logic here beyond reading options."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import sys
+from pathlib import Path
+
+import click
+import structlog
+
+from taskd import __version__
+from taskd.config import Settings, host_memory_mb
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="taskd")
+def main() -> None:
+    """taskd: a self-hosted job scheduler for small teams."""
+
+
+DB_OPTION = click.option(
+    "--db", type=click.Path(path_type=Path), default="taskd.db", show_default=True,
+    envvar="TASKD_DB", help="The SQLite file that holds all state.",
+)  # fmt: skip
+
+
+@main.command()
+@DB_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="TASKD_HOST")
+@click.option("--port", default=7070, show_default=True, type=int, envvar="TASKD_PORT")
+@click.option("--admin-token", envvar="TASKD_ADMIN_TOKEN",
+              help="Admin credential; generated and saved beside the database when absent.")
+@click.option("--public-url", envvar="TASKD_PUBLIC_URL",
+              help="The URL jobs use to call taskd back (TASKD_URL).")
+@click.option("--max-parallel", default=16, show_default=True, type=click.IntRange(1),
+              envvar="TASKD_MAX_PARALLEL", help="Attempts running at once, at most.")
+@click.option("--cpus", type=float, envvar="TASKD_CPUS", help="CPUs jobs may reserve [all].")
+@click.option("--memory-mb", type=int, envvar="TASKD_MEMORY_MB",
+              help="Memory jobs may reserve [all].")
+@click.option("--docker-network", default="auto", show_default=True,
+              envvar="TASKD_DOCKER_NETWORK",
+              help="Network mode of containers; auto = bridge when the engine has it, else none.")
+@click.option("--keep-containers", is_flag=True, envvar="TASKD_KEEP_CONTAINERS",
+              help="Do not remove containers after their output is stored.")
+@click.option("--kill-grace", default=10.0, show_default=True, type=float,
+              envvar="TASKD_KILL_GRACE", help="Seconds between the stop signal and a hard kill.")
+@click.option("--shutdown-grace", default=5.0, show_default=True, type=float,
+              envvar="TASKD_SHUTDOWN_GRACE",
+              help="On SIGTERM, seconds local processes may finish before they are stopped.")
+@click.option("--allow-volume", multiple=True, envvar="TASKD_ALLOW_VOLUMES",
+              help="A host path (and what is below it) jobs may mount; repeatable.")
+@click.option("--allow-network", multiple=True, envvar="TASKD_ALLOW_NETWORKS",
+              help="A network mode jobs may ask for (e.g. host); repeatable.")
+@click.option("--log-head-bytes", default=1 << 20, show_default=True, type=int,
+              envvar="TASKD_LOG_HEAD_BYTES", help="Output kept from the start of each stream.")
+@click.option("--log-tail-bytes", default=1 << 20, show_default=True, type=int,
+              envvar="TASKD_LOG_TAIL_BYTES", help="Output kept from the end of each stream.")
+@click.option("--log-retention-days", default=30.0, show_default=True, type=float,
+              envvar="TASKD_LOG_RETENTION_DAYS", help="Captured output older than this goes.")
+@click.option("--max-body-bytes", default=10 << 20, show_default=True, type=int,
+              envvar="TASKD_MAX_BODY_BYTES", help="Larger request bodies are refused (413).")
+@click.option("--log-format", type=click.Choice(["human", "json"]), default="human",
+              show_default=True, envvar="TASKD_LOG_FORMAT")
+@click.option("--log-level", default="info", show_default=True, envvar="TASKD_LOG_LEVEL")
+def serve(**opts) -> None:  # noqa: PLR0913
+    """Run the server: HTTP API, scheduler, engine and runners, in one process."""
+    configure_logging(opts["log_format"], opts["log_level"])
+    settings = Settings(
+        db=opts["db"], host=opts["host"], port=opts["port"], admin_token=opts["admin_token"],
+        public_url=opts["public_url"], max_parallel=opts["max_parallel"],
+        cpus=opts["cpus"] or Settings().cpus, memory_mb=opts["memory_mb"] or host_memory_mb(),
+        docker_network=opts["docker_network"], docker_keep_containers=opts["keep_containers"],
+        kill_grace=opts["kill_grace"], shutdown_grace=opts["shutdown_grace"],
+        allowed_volumes=tuple(opts["allow_volume"]), allowed_networks=tuple(opts["allow_network"]),
+        log_head_bytes=opts["log_head_bytes"], log_tail_bytes=opts["log_tail_bytes"],
+        log_retention_days=opts["log_retention_days"], max_body_bytes=opts["max_body_bytes"],
+        log_format=opts["log_format"], log_level=opts["log_level"],
+    )  # fmt: skip
+    if not settings.loopback and not settings.admin_token:
+        raise click.UsageError(
+            f"refusing to listen on {settings.host} without credentials: anyone who can reach "
+            "taskd can run containers as root. Set --admin-token (or TASKD_ADMIN_TOKEN), or "
+            "bind 127.0.0.1."
+        )
+    from aiohttp import web
+
+    from taskd.api import create_app
+
+    structlog.get_logger("taskd").info("taskd starting", url=settings.url, db=str(settings.db))
+    web.run_app(
+        create_app(settings), host=settings.host, port=settings.port, print=None,
+        access_log=None, shutdown_timeout=2.0,
+    )  # fmt: skip
+
+
+@main.command()
+@DB_OPTION
+@click.argument("dest", type=click.Path(path_type=Path))
+def backup(db: Path, dest: Path) -> None:
+    """Write a consistent copy of the (live) database to DEST."""
+    if not db.exists():
+        raise click.ClickException(f"no database at {db}")
+    if dest.exists():
+        raise click.ClickException(f"{dest} exists; refusing to overwrite it")
+    src = sqlite3.connect(str(db))
+    out = sqlite3.connect(str(dest))
+    try:
+        src.backup(out)
+    finally:
+        out.close()
+        src.close()
+    click.echo(f"backed up {db} to {dest}")
+
+
+@main.group()
+def token() -> None:
+    """Issue API tokens."""
+
+
+@token.command("create")
+@DB_OPTION
+@click.option("--role", type=click.Choice(["viewer", "admin"]), default="viewer",
+              show_default=True)
+@click.option("--name", required=True, help="Who or what the token is for.")
+def token_create(db: Path, role: str, name: str) -> None:
+    """Create a token (printed once; only its hash is stored)."""
+    import asyncio
+
+    from taskd.auth import issue_token
+    from taskd.store import Store
+
+    async def run() -> str:
+        store = await Store.open(db)
+        try:
+            return await issue_token(store, role, name)
+        finally:
+            await store.close()
+
+    click.echo(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    main()
