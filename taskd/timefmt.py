@@ -26,7 +26,9 @@ def parse_iso(value: str, what: str) -> int:
         raise BadRequest(f"{what} must be an ISO-8601 date-time, got {value!r}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+    ns = int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+    # Nanoseconds fit 64 bits until 2262; a later bound means "no bound".
+    return max(-(2**63), min(2**63 - 1, ns))
 
 
 def ns_str(ns: int | None) -> str:
