@@ -65,7 +65,7 @@ class CronSchedule:
     @property
     def expression(self) -> str:
         """The six-field croniter expression (seconds first, ``?`` mapped to ``*``)."""
-        return " ".join(_star(getattr(self, f)) for f in CRON_FIELDS)
+        return " ".join(_cron_field(f, getattr(self, f)) for f in CRON_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,30 @@ def _parse_cron(body: object) -> CronSchedule:
     return sched
 
 
+def _quartz_days(value: str) -> str:
+    """Day-of-week numbers as Quartz counts them (1 = Sunday ... 7 = Saturday) for croniter.
+
+    Sundial's cron fields are Quartz fields, so a client's "2-6" means Monday to Friday;
+    croniter counts from 0 = Sunday. Names (MON-FRI) mean the same in both. Numbers after
+    ``#`` (the nth weekday of the month) and ``/`` (a step) are not days and stay as they are.
+    """
+
+    def shift(match: re.Match[str]) -> str:
+        day = int(match.group(0))
+        if not 1 <= day <= 7:
+            raise BadRequest(
+                f"cron_schedule.day_of_week: {day} is not a day (1 = Sunday ... 7 = Saturday)"
+            )
+        return str(day - 1)
+
+    return re.sub(r"(?<![#/\d])\d+", shift, value)
+
+
+def _cron_field(field: str, value: str) -> str:
+    value = _star(value)
+    return _quartz_days(value) if field == "day_of_week" else value
+
+
 def _check_field(field: str, position: int, value: str) -> None:
     """Validate one field alone so the error can name it."""
     if not value or len(value) > _MAX_FIELD_LEN or re.search(r"\s", value):
@@ -174,7 +198,7 @@ def _check_field(field: str, position: int, value: str) -> None:
     if any(atom[:1].upper() in ("R", "H") for atom in re.split(r"[,/#-]", value)):
         raise BadRequest(f"cron_schedule.{field}: random (R) and hashed (H) values are not allowed")
     fields = ["*"] * len(CRON_FIELDS)
-    fields[position] = _star(value)
+    fields[position] = _cron_field(field, value)
     try:
         croniter(" ".join(fields), _VALIDATION_REFERENCE, second_at_beginning=True)
     except Exception as exc:  # croniter raises a mix of its own, ValueError, KeyError...

@@ -187,9 +187,17 @@ def test_day_of_week_with_question_mark_day_of_month():
         utc(2026, 1, 5, 8),
         utc(2026, 1, 6, 8),
     ]
-    # Numeric day_of_week uses croniter numbering: 0 and 7 are Sunday.
-    assert next_fire(cron(hours="8", day_of_week="0"), utc(2026, 1, 1)) == utc(2026, 1, 4, 8)
-    assert next_fire(cron(hours="8", day_of_week="7"), utc(2026, 1, 1)) == utc(2026, 1, 4, 8)
+    # Numeric day_of_week counts as Quartz does (Sundial's cron): 1 = Sunday ... 7 = Saturday.
+    assert next_fire(cron(hours="8", day_of_week="1"), utc(2026, 1, 1)) == utc(2026, 1, 4, 8)
+    assert next_fire(cron(hours="8", day_of_week="7"), utc(2026, 1, 1)) == utc(2026, 1, 3, 8)
+    weekdays = cron(hours="8", day_of_month="?", day_of_week="2-6")  # Monday to Friday
+    assert fires(weekdays, utc(2026, 1, 1, 9), 3) == fires(sched, utc(2026, 1, 1, 9), 3)
+    # the 2nd Monday (2#2): '#' counts occurrences, not days
+    assert next_fire(cron(hours="8", day_of_month="?", day_of_week="2#2"), utc(2026, 1, 1)) == utc(
+        2026, 1, 12, 8
+    )
+    with pytest.raises(BadRequest, match="not a day"):
+        parse_schedule({"cron_schedule": {**BASE, "day_of_week": "0"}})
 
 
 def test_day_of_month_with_question_mark_day_of_week():
