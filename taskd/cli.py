@@ -52,39 +52,116 @@ DB_OPTION = click.option(
 @DB_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="TASKD_HOST")
 @click.option("--port", default=7070, show_default=True, type=int, envvar="TASKD_PORT")
-@click.option("--admin-token", envvar="TASKD_ADMIN_TOKEN",
-              help="Admin credential; generated and saved beside the database when absent.")
-@click.option("--public-url", envvar="TASKD_PUBLIC_URL",
-              help="The URL jobs use to call taskd back (TASKD_URL).")
-@click.option("--max-parallel", default=16, show_default=True, type=click.IntRange(1),
-              envvar="TASKD_MAX_PARALLEL", help="Attempts running at once, at most.")
+@click.option(
+    "--admin-token",
+    envvar="TASKD_ADMIN_TOKEN",
+    help="Admin credential; generated and saved beside the database when absent.",
+)
+@click.option(
+    "--public-url",
+    envvar="TASKD_PUBLIC_URL",
+    help="The URL jobs use to call taskd back (TASKD_URL).",
+)
+@click.option(
+    "--max-parallel",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    envvar="TASKD_MAX_PARALLEL",
+    help="Attempts running at once, at most.",
+)
 @click.option("--cpus", type=float, envvar="TASKD_CPUS", help="CPUs jobs may reserve [all].")
-@click.option("--memory-mb", type=int, envvar="TASKD_MEMORY_MB",
-              help="Memory jobs may reserve [all].")
-@click.option("--docker-network", default="auto", show_default=True,
-              envvar="TASKD_DOCKER_NETWORK",
-              help="Network mode of containers; auto = bridge when the engine has it, else none.")
-@click.option("--keep-containers", is_flag=True, envvar="TASKD_KEEP_CONTAINERS",
-              help="Do not remove containers after their output is stored.")
-@click.option("--kill-grace", default=10.0, show_default=True, type=float,
-              envvar="TASKD_KILL_GRACE", help="Seconds between the stop signal and a hard kill.")
-@click.option("--shutdown-grace", default=5.0, show_default=True, type=float,
-              envvar="TASKD_SHUTDOWN_GRACE",
-              help="On SIGTERM, seconds local processes may finish before they are stopped.")
-@click.option("--allow-volume", multiple=True, envvar="TASKD_ALLOW_VOLUMES",
-              help="A host path (and what is below it) jobs may mount; repeatable.")
-@click.option("--allow-network", multiple=True, envvar="TASKD_ALLOW_NETWORKS",
-              help="A network mode jobs may ask for (e.g. host); repeatable.")
-@click.option("--log-head-bytes", default=1 << 20, show_default=True, type=int,
-              envvar="TASKD_LOG_HEAD_BYTES", help="Output kept from the start of each stream.")
-@click.option("--log-tail-bytes", default=1 << 20, show_default=True, type=int,
-              envvar="TASKD_LOG_TAIL_BYTES", help="Output kept from the end of each stream.")
-@click.option("--log-retention-days", default=30.0, show_default=True, type=float,
-              envvar="TASKD_LOG_RETENTION_DAYS", help="Captured output older than this goes.")
-@click.option("--max-body-bytes", default=10 << 20, show_default=True, type=int,
-              envvar="TASKD_MAX_BODY_BYTES", help="Larger request bodies are refused (413).")
-@click.option("--log-format", type=click.Choice(["human", "json"]), default="human",
-              show_default=True, envvar="TASKD_LOG_FORMAT")
+@click.option(
+    "--memory-mb", type=int, envvar="TASKD_MEMORY_MB", help="Memory jobs may reserve [all]."
+)
+@click.option(
+    "--docker-network",
+    default="auto",
+    show_default=True,
+    envvar="TASKD_DOCKER_NETWORK",
+    help="Network mode of containers; auto = bridge when the engine has it, else none.",
+)
+@click.option(
+    "--keep-containers",
+    is_flag=True,
+    envvar="TASKD_KEEP_CONTAINERS",
+    help="Do not remove containers after their output is stored.",
+)
+@click.option(
+    "--kill-grace",
+    default=10.0,
+    show_default=True,
+    type=float,
+    envvar="TASKD_KILL_GRACE",
+    help="Seconds between the stop signal and a hard kill.",
+)
+@click.option(
+    "--shutdown-grace",
+    default=5.0,
+    show_default=True,
+    type=float,
+    envvar="TASKD_SHUTDOWN_GRACE",
+    help="On SIGTERM, seconds local processes may finish before they are stopped.",
+)
+@click.option(
+    "--allow-volume",
+    multiple=True,
+    envvar="TASKD_ALLOW_VOLUMES",
+    help="A host path (and what is below it) jobs may mount; repeatable.",
+)
+@click.option(
+    "--allow-network",
+    multiple=True,
+    envvar="TASKD_ALLOW_NETWORKS",
+    help="A network mode jobs may ask for (e.g. host); repeatable.",
+)
+@click.option(
+    "--log-head-bytes",
+    default=1 << 20,
+    show_default=True,
+    type=int,
+    envvar="TASKD_LOG_HEAD_BYTES",
+    help="Output kept from the start of each stream.",
+)
+@click.option(
+    "--log-tail-bytes",
+    default=1 << 20,
+    show_default=True,
+    type=int,
+    envvar="TASKD_LOG_TAIL_BYTES",
+    help="Output kept from the end of each stream.",
+)
+@click.option(
+    "--log-retention-days",
+    default=30.0,
+    show_default=True,
+    type=float,
+    envvar="TASKD_LOG_RETENTION_DAYS",
+    help="Captured output older than this goes.",
+)
+@click.option(
+    "--log-retention-runs",
+    default=0,
+    show_default=True,
+    type=int,
+    envvar="TASKD_LOG_RETENTION_RUNS",
+    help="Keep output of the newest N finished runs of each name (0: no limit).",
+)
+@click.option(
+    "--max-body-bytes",
+    default=10 << 20,
+    show_default=True,
+    type=int,
+    envvar="TASKD_MAX_BODY_BYTES",
+    help="Larger request bodies are refused (413).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    default="human",
+    show_default=True,
+    envvar="TASKD_LOG_FORMAT",
+)
 @click.option("--log-level", default="info", show_default=True, envvar="TASKD_LOG_LEVEL")
 def serve(**opts) -> None:  # noqa: PLR0913
     """Run the server: HTTP API, scheduler, engine and runners, in one process."""
@@ -97,7 +174,8 @@ def serve(**opts) -> None:  # noqa: PLR0913
         kill_grace=opts["kill_grace"], shutdown_grace=opts["shutdown_grace"],
         allowed_volumes=tuple(opts["allow_volume"]), allowed_networks=tuple(opts["allow_network"]),
         log_head_bytes=opts["log_head_bytes"], log_tail_bytes=opts["log_tail_bytes"],
-        log_retention_days=opts["log_retention_days"], max_body_bytes=opts["max_body_bytes"],
+        log_retention_days=opts["log_retention_days"],
+        log_retention_runs=opts["log_retention_runs"], max_body_bytes=opts["max_body_bytes"],
         log_format=opts["log_format"], log_level=opts["log_level"],
     )  # fmt: skip
     if not settings.loopback and not settings.admin_token:
@@ -143,8 +221,7 @@ def token() -> None:
 
 @token.command("create")
 @DB_OPTION
-@click.option("--role", type=click.Choice(["viewer", "admin"]), default="viewer",
-              show_default=True)
+@click.option("--role", type=click.Choice(["viewer", "admin"]), default="viewer", show_default=True)
 @click.option("--name", required=True, help="Who or what the token is for.")
 def token_create(db: Path, role: str, name: str) -> None:
     """Create a token (printed once; only its hash is stored)."""

@@ -42,6 +42,7 @@ class Settings:
     log_head_bytes: int = 1 << 20  # per stream and attempt: the first bytes kept
     log_tail_bytes: int = 1 << 20  # ... and the last bytes kept
     log_retention_days: float = 30.0
+    log_retention_runs: int = 0  # keep output of the newest N finished runs per name; 0 = all
 
     # http
     max_body_bytes: int = 10 << 20

@@ -47,6 +47,8 @@ from taskd.store import runs as q
 
 log = structlog.get_logger("taskd.engine")
 
+PRUNE_EVERY = 3600.0  # seconds between passes of the output retention
+
 # A generator hook turns a successful generator's stdout into new tasks (Daggy), returning
 # the templates and extra (parent, child, required) edges; it raises BadRequest on bad output.
 GeneratorHook = Callable[[TaskNode, str], tuple[list[TaskTemplate], list[tuple[str, str, bool]]]]
@@ -84,6 +86,7 @@ class Engine:
         self._next_task_id = await self.store.read(q.max_task_id)
         await recover(self)
         self._dispatch_soon()
+        self.spawn(self._prune_output(), "prune-output")
 
     async def stop(self) -> None:
         """Stop dispatching; docker jobs keep running (adopted at next start), local ones end."""
@@ -114,6 +117,16 @@ class Engine:
             await asyncio.wait(tasks, timeout=5)
         for runner in self.runners.values():
             await runner.close()
+
+    async def _prune_output(self) -> None:
+        """Captured output goes after ``log_retention_days`` (and beyond the run count kept)."""
+        while True:
+            cutoff = now_ns() - int(self.settings.log_retention_days * 86400 * 1e9)
+            deleted = await self.store.write(output_q.prune, cutoff,
+                                             self.settings.log_retention_runs)  # fmt: skip
+            if deleted:
+                log.info("pruned old output", chunks=deleted)
+            await asyncio.sleep(PRUNE_EVERY)
 
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]

@@ -7,6 +7,8 @@ import itertools
 import time
 import uuid
 
+import pytest
+
 from taskd.models import JobSpec, RetryPolicy, RunKind, RunState, TaskTemplate
 from taskd.store import output as output_q
 from taskd.store.runs import RunPlan
@@ -166,3 +168,69 @@ async def test_concurrency_limit_is_respected(services):
         await asyncio.sleep(0.01)
     assert run.state is RunState.SUCCEEDED
     assert 1 < peak <= services.settings.max_parallel
+
+
+async def test_output_keeps_head_and_tail_and_says_how_much_was_dropped(settings, tmp_path):
+    import dataclasses
+
+    from taskd.services import Services
+
+    small = dataclasses.replace(settings, log_head_bytes=1000, log_tail_bytes=2000)
+    services = await Services.open(small)
+    await services.engine.start()
+    try:
+        # 200,000 numbered lines: far more than is kept
+        run = await services.engine.submit(plan(TaskTemplate("chatty", sh("seq 1 200000"))))
+        await finished(run)
+        [attempt] = await rows(services, "SELECT id FROM attempts")
+        text = (await services.store.read(output_q.text_of, [attempt["id"]], "stdout"))[
+            attempt["id"]
+        ]
+        whole = "".join(f"{i}\n" for i in range(1, 200001))
+        head, marker, tail = text.partition("\n[taskd: ")
+        assert whole.startswith(head) and len(head) >= 999
+        dropped = int(marker and tail.split(" ", 1)[0])
+        kept_tail = tail.split("dropped here]\n", 1)[1]
+        assert whole.endswith(kept_tail) and 2000 <= len(kept_tail) < 2000 + 70000
+        assert len(head) + dropped + len(kept_tail) == len(whole)
+        stored = await rows(services, "SELECT SUM(length(data)) AS n FROM output_chunks")
+        assert stored[0]["n"] < 80_000  # bounded, whatever the job prints
+    finally:
+        await services.engine.stop()
+        await services.close()
+
+
+async def test_old_output_is_pruned_by_age_and_count(services):
+    from taskd.store import output as oq
+
+    for i in range(3):
+        run = await services.engine.submit(plan(TaskTemplate("t", sh(f"echo {i}")), name="same"))
+        await finished(run)
+    count = await rows(services, "SELECT COUNT(*) AS n FROM output_chunks")
+    assert count[0]["n"] == 3
+    # keep the newest run's output only
+    deleted = await services.store.write(oq.prune, 0, 1)
+    assert deleted == 2
+    left = await rows(services, "SELECT data FROM output_chunks")
+    assert [r["data"] for r in left] == [b"2\n"]
+    # everything that ended before now goes by age
+    deleted = await services.store.write(oq.prune, time.time_ns(), 0)
+    assert deleted == 1
+
+
+async def test_cpu_accounting_keeps_big_jobs_apart(services):
+    cpus = services.settings.cpus
+    big = JobSpec(runner="local", script="sleep 0.3", cpus=cpus)
+    run = await services.engine.submit(plan(TaskTemplate("a", big), TaskTemplate("b", big)))
+    await finished(run)
+    spans = await rows(services, "SELECT started_at, ended_at FROM attempts ORDER BY started_at")
+    assert spans[1]["started_at"] >= spans[0]["ended_at"]  # never both at once
+
+
+async def test_a_job_bigger_than_the_host_is_refused_at_submission(services):
+    from taskd.errors import BadRequest
+
+    huge = JobSpec(runner="local", script="true", cpus=services.settings.cpus + 1)
+    with pytest.raises(BadRequest) as err:
+        await services.engine.submit(plan(TaskTemplate("huge", huge)))
+    assert "CPUs" in err.value.details[0]
