@@ -256,7 +256,7 @@ class Engine:
             waiting.append(task)
         for task in waiting:
             verdict = readiness((p.state, r) for p, r in task.parents)
-            if verdict is TaskState.READY:
+            if task.blocking == 0 and verdict is TaskState.READY:
                 self._set(task, TaskState.READY, ch)
         await self._commit(ch)
         self._dispatch_soon()
@@ -284,13 +284,22 @@ class Engine:
                 self._arm_retry(node)
             if node.terminal and not was_terminal:
                 node.run.unfinished -= 1
-                for child, _ in node.children:
-                    if child.state is TaskState.WAITING:
+                failed = node.state is not TaskState.SUCCEEDED
+                for child, required in node.children:
+                    child.blocking -= 1
+                    if child.state is not TaskState.WAITING:
+                        continue
+                    if required and failed:
+                        work.append((child, TaskState.UPSTREAM_FAILED, {}))
+                    elif child.blocking == 0:
+                        # Only now look at all parents: a fan-in of n tasks costs O(n), not n².
                         verdict = readiness((p.state, r) for p, r in child.parents)
                         if verdict is not None:
                             work.append((child, verdict, {}))
             elif was_terminal and not node.terminal:
                 node.run.unfinished += 1
+                for child, _ in node.children:
+                    child.blocking += 1
         self._maybe_finish(task.run, ch)
 
     def _maybe_finish(self, run: RunNode, ch: q.Changes) -> None:

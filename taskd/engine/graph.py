@@ -62,6 +62,7 @@ class TaskNode:
     children: list[tuple[TaskNode, bool]] = field(default_factory=list)
     live: LiveAttempt | None = None
     timer: asyncio.TimerHandle | None = None
+    blocking: int = 0  # parents not finished yet; a waiting task is looked at when it is 0
 
     @property
     def terminal(self) -> bool:
@@ -126,3 +127,5 @@ def run_from_row(row: Any) -> RunNode:
 def link(parent: TaskNode, child: TaskNode, required: bool) -> None:
     parent.children.append((child, required))
     child.parents.append((parent, required))
+    if not parent.terminal:
+        child.blocking += 1
