@@ -163,7 +163,7 @@ DB_OPTION = click.option(
     envvar="TASKD_LOG_FORMAT",
 )
 @click.option("--log-level", default="info", show_default=True, envvar="TASKD_LOG_LEVEL")
-def serve(**opts) -> None:  # noqa: PLR0913
+def serve(**opts) -> None:
     """Run the server: HTTP API, scheduler, engine and runners, in one process."""
     configure_logging(opts["log_format"], opts["log_level"])
     settings = Settings(

@@ -174,9 +174,7 @@ def templates(doc: dict[str, Any], task_filter: str | None = None) -> list[TaskT
         TaskTemplate(
             name=t["task_definition_name"],
             job=job_of(t["executable"]),
-            retry=RetryPolicy(
-                t["max_attempts"], t["backoff_base_seconds"], t["backoff_exponent"]
-            ),
+            retry=RetryPolicy(t["max_attempts"], t["backoff_base_seconds"], t["backoff_exponent"]),
             max_runtime=t.get("max_runtime_seconds"),
             explicit_success=t["require_explicit_success"],
             # dependencies outside a task filter are ignored, as Sundial does

@@ -88,15 +88,23 @@ def task_json(a: dict[str, Any]) -> dict[str, Any]:
         "end_time": iso_ms(a["ended_at"]),
         "previous_attempt_count": a["number"] - 1,
         "log_entries": [
-            {"log_entry_id": e["uuid"], "when": iso_ms(e["at"]), "source": e["source"],
-             "message": e["message"]}
+            {
+                "log_entry_id": e["uuid"],
+                "when": iso_ms(e["at"]),
+                "source": e["source"],
+                "message": e["message"],
+            }
             for e in a["log_entries"]
-        ],  # fmt: skip
+        ],
         "metadata_entries": [
-            {"metadata_entry_id": e["uuid"], "when": iso_ms(e["at"]), "key": e["key"],
-             "value": e["value"]}
+            {
+                "metadata_entry_id": e["uuid"],
+                "when": iso_ms(e["at"]),
+                "key": e["key"],
+                "value": e["value"],
+            }
             for e in a["metadata_entries"]
-        ],  # fmt: skip
+        ],
         "exit_code": a["exit_code"],
         "status": task_status(a),
         "attempt_state": a["state"],
@@ -362,4 +370,3 @@ async def metrics(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.add_routes(routes)
-

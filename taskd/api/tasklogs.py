@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -50,9 +51,7 @@ async def stream_output(request: web.Request, attempt_id: int) -> web.StreamResp
             last_id = chunk.id
         if not follow or not still_open:
             break
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(woken.wait(), FOLLOW_IDLE)
-        except TimeoutError:
-            pass
     await resp.write_eof()
     return resp

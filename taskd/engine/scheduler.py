@@ -8,6 +8,7 @@ ledger row of its slot, whose primary key makes a second fire of a slot impossib
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,10 +128,8 @@ class Scheduler:
             timeout = None
             if times:
                 timeout = max(0.0, (min(times) - self.clock()).total_seconds())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
 
     async def _due(self, entry: Entry, now: datetime) -> None:
         schedule = entry.schedule

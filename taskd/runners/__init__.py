@@ -1,5 +1,5 @@
 """Runner backends behind one small interface (see ``base``)."""
 
-from taskd.runners.base import RUNNERS, AttemptContext, Runner, StartFailed, Started
+from taskd.runners.base import RUNNERS, AttemptContext, Runner, Started, StartFailed
 
 __all__ = ["RUNNERS", "AttemptContext", "Runner", "StartFailed", "Started"]

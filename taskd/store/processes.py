@@ -88,8 +88,7 @@ def with_entries(db: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[dict[s
         ):
             logs[r["attempt_id"]].append(dict(r))
         for r in db.execute(
-            f"SELECT * FROM metadata_entries WHERE attempt_id IN ({marks(part)})"
-            " ORDER BY at, uuid",
+            f"SELECT * FROM metadata_entries WHERE attempt_id IN ({marks(part)}) ORDER BY at, uuid",
             part,
         ):
             meta[r["attempt_id"]].append(dict(r))

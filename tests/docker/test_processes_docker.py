@@ -54,8 +54,8 @@ async def server(tmp_path, docker_ready):
 
 
 async def put_and_trigger(srv: Server, doc: dict) -> None:
-    status, body = await srv.request("PUT", f"/api/process_definitions/{doc['process_definition_name']}",
-                                     json=doc)  # fmt: skip
+    name = doc["process_definition_name"]
+    status, body = await srv.request("PUT", f"/api/process_definitions/{name}", json=doc)
     assert status == 200, body
     status, body = await srv.request(
         "POST", f"/api/process_definitions/{doc['process_definition_name']}/trigger"
@@ -67,6 +67,7 @@ async def one_process(srv: Server, name: str, *, finished: bool = True, within: 
     async def check():
         status, found = await srv.request("GET", "/api/processes/",
                                           params={"process_definition_name": name})  # fmt: skip
+        assert status == 200, found
         if found and (not finished or found[0]["status"] != "running"):
             return found[0]
         return None

@@ -99,4 +99,3 @@ async def test_sigterm_stops_long_local_tasks_and_they_are_retried(server, tmp_p
     assert states == ["lost", "running"]
     status, _ = await server.request("POST", f"/api/processes/{proc['process_id']}/kill")
     assert status == 204
-
