@@ -1,0 +1,451 @@
+"""The Docker backend: every attempt is one container on the local engine.
+
+Containers carry labels naming this taskd database (``taskd.instance``) and the attempt
+(``taskd.attempt``), so a restarted taskd can find its containers again (``adopt``) and remove
+the ones it no longer knows (``sweep``) without touching anything else on the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.containers import DockerContainer
+
+from taskd.config import Settings
+from taskd.models import AttemptState, Outcome
+from taskd.runners.base import (
+    STREAMS,
+    AttemptContext,
+    OutputSink,
+    Runner,
+    Started,
+    StartFailed,
+    register,
+)
+
+# Errors that mean "the engine did not answer this request", as opposed to a bug of ours.
+_API_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+WAIT_RETRIES = 3
+RETRY_DELAY = 1.0
+# How long the log streams may take to deliver their last bytes once the container exited,
+# before they are read again without following.
+DRAIN_TIMEOUT = 10.0
+# Bounds every request that is not long-running by nature (logs, wait, stop, pull).
+_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
+
+
+def _is_missing(exc: BaseException) -> bool:
+    return isinstance(exc, aiodocker.DockerError) and exc.status == 404
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiodocker.DockerError):
+        return str(exc.message)
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+@register
+class DockerRunner(Runner):
+    """Runs each attempt as a container on the local Docker engine."""
+
+    name = "docker"
+
+    def __init__(self, settings: Settings, instance: str) -> None:
+        self.settings = settings
+        self.instance = instance
+        self._docker: aiodocker.Docker | None = None
+        self._network: str | None = None
+
+    def _client(self) -> aiodocker.Docker:
+        # Created on first use: the client needs a running event loop.
+        if self._docker is None:
+            self._docker = aiodocker.Docker(timeout=_CLIENT_TIMEOUT)
+        return self._docker
+
+    async def close(self) -> None:
+        """Close the connection to the engine; containers keep running."""
+        if self._docker is not None:
+            docker, self._docker = self._docker, None
+            await docker.close()
+
+    # -- start -------------------------------------------------------------------------
+
+    async def start(self, ctx: AttemptContext) -> Started:
+        """Create and start the attempt's container, pulling its image first if needed."""
+        job = ctx.job
+        if not job.image:
+            raise StartFailed("a docker job needs an image")
+        docker = self._client()
+        await self._ensure_image(job.image, job.pull_timeout)
+        try:
+            network = await self._network_mode()
+        except _API_ERRORS as exc:
+            raise StartFailed(f"cannot list docker networks: {_describe(exc)}") from exc
+
+        container: DockerContainer | None = None
+        try:
+            container = await docker.containers.create(
+                self._container_config(ctx, network), name=ctx.name or None
+            )
+            await container.start()
+        except BaseException as exc:
+            # Whatever went wrong (cancellation included), leave no half-made container behind.
+            if container is not None:
+                with contextlib.suppress(*_API_ERRORS):
+                    await container.delete(force=True)
+            if isinstance(exc, _API_ERRORS):
+                action = "start" if container is not None else "create"
+                raise StartFailed(
+                    f"cannot {action} container for image {job.image}: {_describe(exc)}"
+                ) from exc
+            raise
+        return Started(container_id=container.id, host=self.settings.hostname)
+
+    async def _ensure_image(self, image: str, pull_timeout: float) -> None:
+        docker = self._client()
+        try:
+            await docker.images.inspect(image)
+            return
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise StartFailed(f"cannot inspect image {image}: {_describe(exc)}") from exc
+        except _API_ERRORS as exc:
+            raise StartFailed(f"cannot inspect image {image}: {_describe(exc)}") from exc
+        try:
+            async with asyncio.timeout(pull_timeout):
+                await docker.images.pull(image)
+        except TimeoutError as exc:
+            raise StartFailed(
+                f"image {image} is not present and pulling it timed out after {pull_timeout:g}s"
+            ) from exc
+        except _API_ERRORS as exc:
+            raise StartFailed(
+                f"image {image} is not present and pulling it failed: {_describe(exc)}"
+            ) from exc
+
+    async def _network_mode(self) -> str:
+        wanted = self.settings.docker_network
+        if wanted != "auto":
+            return wanted
+        if self._network is None:
+            networks = await self._client().networks.list()
+            names = {n.get("Name") for n in networks}
+            self._network = "bridge" if "bridge" in names else "none"
+        return self._network
+
+    def _container_config(self, ctx: AttemptContext, network: str) -> dict[str, Any]:
+        job = ctx.job
+        env = dict(ctx.env)
+        env.update(job.env)
+        # taskd's own labels come last: a job must not be able to disown its container.
+        labels = {
+            **ctx.labels,
+            "taskd.instance": self.instance,
+            "taskd.run": str(ctx.run_id),
+            "taskd.task": str(ctx.task_id),
+            "taskd.attempt": ctx.attempt_uuid,
+        }
+        host: dict[str, Any] = {"NetworkMode": network}
+        if ctx.cpuset:
+            host["CpusetCpus"] = ",".join(str(c) for c in ctx.cpuset)
+        elif job.cpus > 0:
+            host["NanoCpus"] = int(job.cpus * 1e9)
+        if job.memory_mb > 0:
+            # The same value for both: no swap on top of the memory limit.
+            host["Memory"] = host["MemorySwap"] = job.memory_mb * 2**20
+        if job.volumes:
+            host["Binds"] = [
+                f"{v.host_path}:{v.container_path}" + (":ro" if v.read_only else "")
+                for v in job.volumes
+            ]
+        config: dict[str, Any] = {
+            "Image": job.image,
+            "Env": [f"{k}={v}" for k, v in env.items()],
+            "Labels": labels,
+            "HostConfig": host,
+        }
+        if job.command:
+            config["Cmd"] = list(job.command)
+        if job.workdir:
+            config["WorkingDir"] = job.workdir
+        return config
+
+    # -- wait / adopt ------------------------------------------------------------------
+
+    async def wait(
+        self,
+        ctx: AttemptContext,
+        started: Started,
+        sink: OutputSink,
+        skip: Mapping[str, int] | None = None,
+    ) -> Outcome:
+        """Stream the container's output into ``sink`` until it exits; return how it ended."""
+        container_id = started.container_id or await self._find(ctx.attempt_uuid)
+        if container_id is None:
+            return Outcome(AttemptState.LOST, reason="container not found")
+        return await self._watch(ctx, container_id, sink, skip or {})
+
+    async def adopt(
+        self,
+        ctx: AttemptContext,
+        started: Started,
+        sink: OutputSink,
+        skip: Mapping[str, int],
+    ) -> Outcome:
+        """Take over a container left by a previous taskd process; return how it ended."""
+        container_id = started.container_id or await self._find(ctx.attempt_uuid)
+        what = container_id or f"of attempt {ctx.attempt_uuid}"
+        if container_id is None:
+            return Outcome(AttemptState.LOST, reason=f"container {what} gone after restart")
+        container = self._client().containers.container(container_id)
+        try:
+            info = await container.show()
+        except _API_ERRORS as exc:
+            if _is_missing(exc):
+                return Outcome(AttemptState.LOST, reason=f"container {what} gone after restart")
+            reason = f"cannot inspect container {what}: {_describe(exc)}"
+            return Outcome(AttemptState.LOST, reason=reason)
+        if info["State"]["Status"] == "created":
+            # taskd died between create and start: the job never ran.
+            with contextlib.suppress(*_API_ERRORS):
+                await container.delete(force=True)
+            return Outcome(
+                AttemptState.LOST, reason=f"container {what} was created but never started"
+            )
+        return await self._watch(ctx, container_id, sink, skip)
+
+    async def _watch(
+        self, ctx: AttemptContext, container_id: str, sink: OutputSink, skip: Mapping[str, int]
+    ) -> Outcome:
+        container = self._client().containers.container(container_id)
+        logs = [_Log(container, s, sink, max(0, skip.get(s, 0))) for s in STREAMS]
+        pumps = [asyncio.create_task(log.follow()) for log in logs]
+        try:
+            error: BaseException | None = None
+            for attempt in range(WAIT_RETRIES + 1):
+                try:
+                    await container.wait()
+                    break
+                except _API_ERRORS as exc:
+                    if _is_missing(exc):
+                        return Outcome(AttemptState.LOST, reason=f"container {container_id} gone")
+                    error = exc
+                if attempt < WAIT_RETRIES:
+                    await asyncio.sleep(RETRY_DELAY)
+            else:
+                return Outcome(
+                    AttemptState.LOST, reason=f"lost track of container: {_describe(error)}"
+                )
+
+            # The follows end once the container stopped; give them time while they progress.
+            while True:
+                marks = [log.position for log in logs]
+                _, pending = await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT)
+                if not pending or marks == [log.position for log in logs]:
+                    break
+            complete = [p.done() and not p.cancelled() and not p.exception() for p in pumps]
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            for ok, log in zip(complete, logs, strict=True):
+                # A follow can end before the engine wrote the container's last fragment (an
+                # unterminated last line): read on from the last entry seen. A stream that
+                # stalled or broke is read again in full.
+                with contextlib.suppress(*_API_ERRORS, ValueError):
+                    await (log.catch_up() if ok else log.read_all())
+
+            try:
+                info = await container.show()
+            except _API_ERRORS as exc:
+                if _is_missing(exc):
+                    return Outcome(AttemptState.LOST, reason=f"container {container_id} gone")
+                return Outcome(
+                    AttemptState.LOST, reason=f"cannot inspect container: {_describe(exc)}"
+                )
+            return self._outcome(ctx, info["State"])
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    def _outcome(self, ctx: AttemptContext, state: Mapping[str, Any]) -> Outcome:
+        oom = bool(state.get("OOMKilled"))
+        reason = None
+        if oom:
+            limit = f" (limit {ctx.job.memory_mb} MiB)" if ctx.job.memory_mb > 0 else ""
+            reason = f"out of memory{limit}"
+        elif state.get("Error"):
+            reason = str(state["Error"])
+        return Outcome(AttemptState.EXITED, exit_code=state.get("ExitCode"), oom=oom, reason=reason)
+
+    # -- kill / cleanup / sweep --------------------------------------------------------
+
+    async def kill(self, ctx: AttemptContext, started: Started, grace: float) -> None:
+        """Send SIGTERM, and SIGKILL after ``grace`` seconds; a gone container is fine."""
+        container_id = started.container_id or await self._find(ctx.attempt_uuid)
+        if container_id is None:
+            return
+        container = self._client().containers.container(container_id)
+        try:
+            await container.stop(t=max(0, math.ceil(grace)))
+        except aiodocker.DockerError as exc:
+            if exc.status not in (304, 404, 409):
+                raise
+
+    async def cleanup(self, ctx: AttemptContext, started: Started) -> None:
+        """Remove the container unless settings keep them; a gone container is fine."""
+        if self.settings.docker_keep_containers:
+            return
+        container_id = started.container_id or await self._find(ctx.attempt_uuid)
+        if container_id is not None:
+            await self._remove(container_id)
+
+    async def sweep(self, instance: str, known: set[str]) -> list[str]:
+        """Remove this instance's containers whose attempt is not in ``known``."""
+        removed = []
+        for info in await self._list({"taskd.instance": instance}):
+            labels = info["Labels"] or {}
+            # The engine filtered on the label already; check again before destroying anything.
+            if labels.get("taskd.instance") != instance or labels.get("taskd.attempt") in known:
+                continue
+            container = self._client().containers.container(info["Id"])
+            with contextlib.suppress(*_API_ERRORS):
+                await container.stop(t=0)
+            if await self._remove(info["Id"]):
+                removed.append(info["Id"])
+        return removed
+
+    async def _remove(self, container_id: str) -> bool:
+        """Force-remove a container; False when it was already gone."""
+        container = self._client().containers.container(container_id)
+        try:
+            await container.delete(force=True)
+        except aiodocker.DockerError as exc:
+            # 409: a removal is already in progress.
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
+    async def _find(self, attempt_uuid: str) -> str | None:
+        """The id of this instance's container for an attempt, preferring a started one."""
+        found = await self._list({"taskd.instance": self.instance, "taskd.attempt": attempt_uuid})
+        found.sort(key=lambda c: c.get("State") == "created")
+        return found[0]["Id"] if found else None
+
+    async def _list(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        containers = await self._client().containers.list(all=True, filters=json.dumps(filters))
+        return [{"Id": c["Id"], "State": c["State"], "Labels": c["Labels"]} for c in containers]
+
+
+class _Log:
+    """One output stream of a container, copied into the sink exactly once.
+
+    The engine replays a stream from its beginning on every request, so the bytes before
+    ``delivered`` (what the sink already has) are counted and dropped: re-reading after a
+    broken connection or a taskd restart gives neither duplicates nor gaps. Entries are read
+    with their timestamps so that a finished follow can be completed from where it stopped.
+    """
+
+    def __init__(
+        self, container: DockerContainer, stream: str, sink: OutputSink, delivered: int
+    ) -> None:
+        self.container = container
+        self.stream = stream
+        self.sink = sink
+        self.delivered = delivered
+        self.position = 0  # bytes of the stream read so far
+        self.last_ts = ""  # timestamp of the last entry read ...
+        self.same_ts = 0  # ... and how many entries read carry it
+
+    async def follow(self) -> None:
+        """Copy the stream while the container runs; return once it has stopped."""
+        failures = 0
+        while True:
+            before = self.delivered
+            try:
+                await self._read(follow=True)
+                # A follow ends when the container stopped, or when the connection broke.
+                running = (await self.container.show())["State"]["Running"]
+            except _API_ERRORS as exc:
+                if _is_missing(exc):
+                    raise
+                running = True
+            if not running:
+                return
+            failures = 0 if self.delivered > before else failures + 1
+            if failures > WAIT_RETRIES:
+                raise RuntimeError(f"the {self.stream} log stream keeps breaking")
+            await asyncio.sleep(RETRY_DELAY)
+
+    async def read_all(self) -> None:
+        """Copy the whole stream as it is now, without following."""
+        await self._read(follow=False)
+
+    async def catch_up(self) -> None:
+        """Copy what follows the last entry read (the engine has no byte offsets)."""
+        if not self.last_ts:
+            await self.read_all()
+            return
+        last_ts, seen = self.last_ts, self.same_ts
+        entries = await self.container.log(
+            **{self.stream: True}, timestamps=True, since=_unix_time(last_ts)
+        )
+        for entry in entries:
+            # ``since`` is inclusive: skip the entries of that instant already read.
+            if seen and entry.partition(" ")[0] == last_ts:
+                seen -= 1
+                continue
+            self._feed(entry)
+
+    async def _read(self, *, follow: bool) -> None:
+        self.position, self.last_ts, self.same_ts = 0, "", 0
+        if not follow:
+            for entry in await self.container.log(**{self.stream: True}, timestamps=True):
+                self._feed(entry)
+            return
+        log = self.container.log(**{self.stream: True}, follow=True, timestamps=True)
+        async with contextlib.aclosing(log) as entries:
+            async for entry in entries:
+                self._feed(entry)
+
+    def _feed(self, entry: str) -> None:
+        # One entry per frame: "<RFC 3339 timestamp> <text>". The engine's log drivers hand
+        # out valid UTF-8, so encoding gives back the bytes the job wrote.
+        ts, _, text = entry.partition(" ")
+        if ts == self.last_ts:
+            self.same_ts += 1
+        else:
+            self.last_ts, self.same_ts = ts, 1
+        data = text.encode()
+        end = self.position + len(data)
+        if end > self.delivered:
+            self.sink.write(self.stream, data[max(0, self.delivered - self.position) :])
+            self.delivered = end
+        self.position = end
+
+
+_TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
+
+
+def _unix_time(timestamp: str) -> str:
+    """An RFC 3339 timestamp as "seconds.nanoseconds" since the epoch, keeping nanoseconds."""
+    match = _TIMESTAMP.match(timestamp)
+    if match is None:
+        raise ValueError(f"unexpected log timestamp {timestamp!r}")
+    zone = "+00:00" if match[3] == "Z" else match[3]
+    seconds = int(datetime.fromisoformat(match[1] + zone).timestamp())
+    return f"{seconds}.{(match[2] or '').ljust(9, '0')}"
