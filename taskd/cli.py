@@ -177,6 +177,8 @@ def serve(**opts) -> None:
         log_retention_days=opts["log_retention_days"],
         log_retention_runs=opts["log_retention_runs"], max_body_bytes=opts["max_body_bytes"],
         log_format=opts["log_format"], log_level=opts["log_level"],
+        queue_default_lease=opts["queue_default_lease"],
+        queue_open_registration=opts["queue_open_registration"],
     )  # fmt: skip
     if not settings.loopback and not settings.admin_token:
         raise click.UsageError(

@@ -44,6 +44,10 @@ class Settings:
     log_retention_days: float = 30.0
     log_retention_runs: int = 0  # keep output of the newest N finished runs per name; 0 = all
 
+    # work queue
+    queue_default_lease: float = 3600.0  # seconds; a task's max_assign_time of 0 means this
+    queue_open_registration: bool = False  # anyone may create workers (the seed's examples)
+
     # http
     max_body_bytes: int = 10 << 20
     log_format: str = "human"
