@@ -504,6 +504,9 @@ class Engine:
                 succeeded, reason = False, f"generator output rejected: {exc.message}"
                 for detail in exc.details:
                     sink.note(detail)
+            except Exception as exc:  # a bug in the hook must not leave the run hanging
+                log.exception("generator hook failed", attempt=att.uuid)
+                succeeded, reason = False, f"generator output could not be used: {exc}"
         if reason:
             sink.note(reason)
         await sink.close()
