@@ -110,12 +110,6 @@ DB_OPTION = click.option(
     help="A host path (and what is below it) jobs may mount; repeatable.",
 )
 @click.option(
-    "--allow-network",
-    multiple=True,
-    envvar="TASKD_ALLOW_NETWORKS",
-    help="A network mode jobs may ask for (e.g. host); repeatable.",
-)
-@click.option(
     "--log-head-bytes",
     default=1 << 20,
     show_default=True,
@@ -148,6 +142,20 @@ DB_OPTION = click.option(
     help="Keep output of the newest N finished runs of each name (0: no limit).",
 )
 @click.option(
+    "--queue-default-lease",
+    default=3600.0,
+    show_default=True,
+    type=float,
+    envvar="TASKD_QUEUE_DEFAULT_LEASE",
+    help="Work queue: lease of a task whose max_assign_time is 0 (seconds).",
+)
+@click.option(
+    "--queue-open-registration",
+    is_flag=True,
+    envvar="TASKD_QUEUE_OPEN_REGISTRATION",
+    help="Work queue: let anyone create workers (default: admin only).",
+)
+@click.option(
     "--max-body-bytes",
     default=10 << 20,
     show_default=True,
@@ -172,7 +180,7 @@ def serve(**opts) -> None:
         cpus=opts["cpus"] or Settings().cpus, memory_mb=opts["memory_mb"] or host_memory_mb(),
         docker_network=opts["docker_network"], docker_keep_containers=opts["keep_containers"],
         kill_grace=opts["kill_grace"], shutdown_grace=opts["shutdown_grace"],
-        allowed_volumes=tuple(opts["allow_volume"]), allowed_networks=tuple(opts["allow_network"]),
+        allowed_volumes=tuple(opts["allow_volume"]),
         log_head_bytes=opts["log_head_bytes"], log_tail_bytes=opts["log_tail_bytes"],
         log_retention_days=opts["log_retention_days"],
         log_retention_runs=opts["log_retention_runs"], max_body_bytes=opts["max_body_bytes"],

@@ -35,8 +35,6 @@ class Settings:
     kill_grace: float = 10.0  # stop signal -> hard kill
     shutdown_grace: float = 5.0  # SIGTERM: how long local processes may finish
     allowed_volumes: tuple[str, ...] = ()  # host paths (and what is below them) jobs may mount
-    allowed_networks: tuple[str, ...] = ()  # network modes jobs may ask for (e.g. "host")
-    allow_privileged: bool = False
 
     # output
     log_head_bytes: int = 1 << 20  # per stream and attempt: the first bytes kept

@@ -12,7 +12,7 @@ import contextlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -42,10 +42,15 @@ RETRY_DELAY = 1.0
 DRAIN_TIMEOUT = 10.0
 # Bounds every request that is not long-running by nature (logs, wait, stop, pull).
 _CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
+_LONG_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 
 
 def _is_missing(exc: BaseException) -> bool:
     return isinstance(exc, aiodocker.DockerError) and exc.status == 404
+
+
+def _lost(reason: str) -> Outcome:
+    return Outcome(AttemptState.LOST, reason=reason)
 
 
 def _describe(exc: BaseException) -> str:
@@ -79,6 +84,22 @@ class DockerRunner(Runner):
         if self._docker is not None:
             docker, self._docker = self._docker, None
             await docker.close()
+
+    @contextlib.asynccontextmanager
+    async def _request(
+        self, path: str, method: str = "GET", params: dict[str, str] | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A long-running engine request (logs, wait, pull) whose response is always released.
+
+        The client's own helpers for these leave the connection open when the caller is
+        cancelled halfway, which happens to every watcher at shutdown.
+        """
+        query = self._client()._query(path, method, params=params, timeout=_LONG_TIMEOUT)
+        async with query as response:
+            try:
+                yield response
+            finally:
+                response.close()
 
     # -- start -------------------------------------------------------------------------
 
@@ -114,26 +135,33 @@ class DockerRunner(Runner):
         return Started(container_id=container.id, host=self.settings.hostname)
 
     async def _ensure_image(self, image: str, pull_timeout: float) -> None:
-        docker = self._client()
         try:
-            await docker.images.inspect(image)
+            await self._client().images.inspect(image)
             return
-        except aiodocker.DockerError as exc:
-            if exc.status != 404:
-                raise StartFailed(f"cannot inspect image {image}: {_describe(exc)}") from exc
         except _API_ERRORS as exc:
-            raise StartFailed(f"cannot inspect image {image}: {_describe(exc)}") from exc
+            if not _is_missing(exc):
+                raise StartFailed(f"cannot inspect image {image}: {_describe(exc)}") from exc
         try:
             async with asyncio.timeout(pull_timeout):
-                await docker.images.pull(image)
-        except TimeoutError as exc:
-            raise StartFailed(
-                f"image {image} is not present and pulling it timed out after {pull_timeout:g}s"
-            ) from exc
+                error = await self._pull(image)
         except _API_ERRORS as exc:
-            raise StartFailed(
-                f"image {image} is not present and pulling it failed: {_describe(exc)}"
-            ) from exc
+            if isinstance(exc, TimeoutError):
+                error = f"timed out after {pull_timeout:g}s"
+            else:
+                error = f"failed: {_describe(exc)}"
+        if error:
+            raise StartFailed(f"image {image} is not present and pulling it {error}")
+
+    async def _pull(self, image: str) -> str | None:
+        """Pull an image; the error the engine reported, if any."""
+        # Without a tag the engine would pull every tag of the repository.
+        if "@" not in image and ":" not in image.rsplit("/", 1)[-1]:
+            image += ":latest"
+        async with self._request("images/create", "POST", {"fromImage": image}) as response:
+            async for line in response.content:
+                if line.strip() and "error" in (progress := json.loads(line)):
+                    return f"failed: {progress['error']}"
+        return None
 
     async def _network_mode(self) -> str:
         wanted = self.settings.docker_network
@@ -194,7 +222,7 @@ class DockerRunner(Runner):
         """Stream the container's output into ``sink`` until it exits; return how it ended."""
         container_id = started.container_id or await self._find(ctx.attempt_uuid)
         if container_id is None:
-            return Outcome(AttemptState.LOST, reason="container not found")
+            return _lost("container not found")
         return await self._watch(ctx, container_id, sink, skip or {})
 
     async def adopt(
@@ -208,46 +236,42 @@ class DockerRunner(Runner):
         container_id = started.container_id or await self._find(ctx.attempt_uuid)
         what = container_id or f"of attempt {ctx.attempt_uuid}"
         if container_id is None:
-            return Outcome(AttemptState.LOST, reason=f"container {what} gone after restart")
+            return _lost(f"container {what} gone after restart")
         container = self._client().containers.container(container_id)
         try:
             info = await container.show()
         except _API_ERRORS as exc:
             if _is_missing(exc):
-                return Outcome(AttemptState.LOST, reason=f"container {what} gone after restart")
-            reason = f"cannot inspect container {what}: {_describe(exc)}"
-            return Outcome(AttemptState.LOST, reason=reason)
+                return _lost(f"container {what} gone after restart")
+            return _lost(f"cannot inspect container {what}: {_describe(exc)}")
         if info["State"]["Status"] == "created":
             # taskd died between create and start: the job never ran.
             with contextlib.suppress(*_API_ERRORS):
                 await container.delete(force=True)
-            return Outcome(
-                AttemptState.LOST, reason=f"container {what} was created but never started"
-            )
+            return _lost(f"container {what} was created but never started")
         return await self._watch(ctx, container_id, sink, skip)
 
     async def _watch(
         self, ctx: AttemptContext, container_id: str, sink: OutputSink, skip: Mapping[str, int]
     ) -> Outcome:
         container = self._client().containers.container(container_id)
-        logs = [_Log(container, s, sink, max(0, skip.get(s, 0))) for s in STREAMS]
+        logs = [_Log(self, container_id, s, sink, max(0, skip.get(s, 0))) for s in STREAMS]
         pumps = [asyncio.create_task(log.follow()) for log in logs]
         try:
             error: BaseException | None = None
             for attempt in range(WAIT_RETRIES + 1):
                 try:
-                    await container.wait()
+                    async with self._request(f"containers/{container_id}/wait", "POST") as resp:
+                        await resp.read()
                     break
                 except _API_ERRORS as exc:
                     if _is_missing(exc):
-                        return Outcome(AttemptState.LOST, reason=f"container {container_id} gone")
+                        return _lost(f"container {container_id} gone")
                     error = exc
                 if attempt < WAIT_RETRIES:
                     await asyncio.sleep(RETRY_DELAY)
             else:
-                return Outcome(
-                    AttemptState.LOST, reason=f"lost track of container: {_describe(error)}"
-                )
+                return _lost(f"lost track of container {container_id}: {_describe(error)}")
 
             # The follows end once the container stopped; give them time while they progress.
             while True:
@@ -270,10 +294,8 @@ class DockerRunner(Runner):
                 info = await container.show()
             except _API_ERRORS as exc:
                 if _is_missing(exc):
-                    return Outcome(AttemptState.LOST, reason=f"container {container_id} gone")
-                return Outcome(
-                    AttemptState.LOST, reason=f"cannot inspect container: {_describe(exc)}"
-                )
+                    return _lost(f"container {container_id} gone")
+                return _lost(f"cannot inspect container {container_id}: {_describe(exc)}")
             return self._outcome(ctx, info["State"])
         finally:
             for pump in pumps:
@@ -360,26 +382,28 @@ class _Log:
     with their timestamps so that a finished follow can be completed from where it stopped.
     """
 
-    def __init__(
-        self, container: DockerContainer, stream: str, sink: OutputSink, delivered: int
-    ) -> None:
-        self.container = container
+    def __init__(self, runner: DockerRunner, container_id: str, stream: str, sink: OutputSink,
+                 delivered: int) -> None:  # fmt: skip
+        self.runner = runner
+        self.container_id = container_id
         self.stream = stream
         self.sink = sink
         self.delivered = delivered
         self.position = 0  # bytes of the stream read so far
-        self.last_ts = ""  # timestamp of the last entry read ...
+        self.last_ts = b""  # timestamp of the last entry read ...
         self.same_ts = 0  # ... and how many entries read carry it
+        self._skip = 0  # entries at ``last_ts`` a catch-up read gets again
 
     async def follow(self) -> None:
         """Copy the stream while the container runs; return once it has stopped."""
         failures = 0
+        container = self.runner._client().containers.container(self.container_id)
         while True:
             before = self.delivered
             try:
                 await self._read(follow=True)
                 # A follow ends when the container stopped, or when the connection broke.
-                running = (await self.container.show())["State"]["Running"]
+                running = (await container.show())["State"]["Running"]
             except _API_ERRORS as exc:
                 if _is_missing(exc):
                     raise
@@ -400,37 +424,41 @@ class _Log:
         if not self.last_ts:
             await self.read_all()
             return
-        last_ts, seen = self.last_ts, self.same_ts
-        entries = await self.container.log(
-            **{self.stream: True}, timestamps=True, since=_unix_time(last_ts)
-        )
-        for entry in entries:
-            # ``since`` is inclusive: skip the entries of that instant already read.
-            if seen and entry.partition(" ")[0] == last_ts:
-                seen -= 1
-                continue
-            self._feed(entry)
+        # ``since`` is inclusive: the entries of that instant already read come again.
+        self._skip = self.same_ts
+        await self._read(follow=False, since=_unix_time(self.last_ts.decode()))
 
-    async def _read(self, *, follow: bool) -> None:
-        self.position, self.last_ts, self.same_ts = 0, "", 0
-        if not follow:
-            for entry in await self.container.log(**{self.stream: True}, timestamps=True):
-                self._feed(entry)
-            return
-        log = self.container.log(**{self.stream: True}, follow=True, timestamps=True)
-        async with contextlib.aclosing(log) as entries:
-            async for entry in entries:
-                self._feed(entry)
+    async def _read(self, *, follow: bool, since: str | None = None) -> None:
+        if since is None:
+            self.position, self.last_ts, self.same_ts = 0, b"", 0
+        params = {self.stream: "1", "timestamps": "1", "follow": "1" if follow else "0"}
+        if since is not None:
+            params["since"] = since
+        path = f"containers/{self.container_id}/logs"
+        async with self.runner._request(path, params=params) as response:
+            # Frames: 8-byte header (stream, 3 zero bytes, big-endian length), then one entry.
+            buffer = bytearray()
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                while len(buffer) >= 8:
+                    end = 8 + int.from_bytes(buffer[4:8], "big")
+                    if len(buffer) < end:
+                        break
+                    self._feed(bytes(buffer[8:end]))
+                    del buffer[:end]
+            if buffer:
+                raise aiohttp.ClientPayloadError("log stream ended inside a frame")
 
-    def _feed(self, entry: str) -> None:
-        # One entry per frame: "<RFC 3339 timestamp> <text>". The engine's log drivers hand
-        # out valid UTF-8, so encoding gives back the bytes the job wrote.
-        ts, _, text = entry.partition(" ")
+    def _feed(self, entry: bytes) -> None:
+        ts, _, data = entry.partition(b" ")  # "<RFC 3339 timestamp> <bytes>"
         if ts == self.last_ts:
+            if self._skip:
+                self._skip -= 1
+                return
             self.same_ts += 1
         else:
             self.last_ts, self.same_ts = ts, 1
-        data = text.encode()
+        self._skip = 0
         end = self.position + len(data)
         if end > self.delivered:
             self.sink.write(self.stream, data[max(0, self.delivered - self.position) :])

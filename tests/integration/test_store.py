@@ -85,3 +85,22 @@ def test_serve_refuses_a_public_bind_without_credentials(tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert "without credentials" in result.output
     assert not (tmp_path / "x.db").exists()
+
+
+def test_every_setting_is_a_serve_option_and_a_variable():
+    """Each Settings field can be set from the command line and from TASKD_*."""
+    import dataclasses
+
+    from taskd.cli import serve
+    from taskd.config import Settings
+
+    options = {p.name: p for p in serve.params}
+    renamed = {"docker_keep_containers": "keep_containers", "allowed_volumes": "allow_volume"}
+    missing = []
+    for f in dataclasses.fields(Settings):
+        if f.name == "hostname":
+            continue  # read from the machine
+        param = options.get(renamed.get(f.name, f.name))
+        if param is None or not (param.envvar or "").startswith("TASKD_"):
+            missing.append(f.name)
+    assert missing == []
