@@ -6,7 +6,6 @@ written by the store together with its state-change row.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -119,9 +118,27 @@ class JobSpec:
     workdir: str | None = None
 
     def to_doc(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)
-        doc["env"] = [list(pair) for pair in self.env]
-        return doc
+        # By hand: dataclasses.asdict deep-copies and costs ~10x more on 10,000-task DAGs.
+        return {
+            "runner": self.runner,
+            "command": list(self.command),
+            "image": self.image,
+            "script": self.script,
+            "env": [list(pair) for pair in self.env],
+            "cpus": self.cpus,
+            "memory_mb": self.memory_mb,
+            "pin_cores": self.pin_cores,
+            "volumes": [
+                {
+                    "host_path": v.host_path,
+                    "container_path": v.container_path,
+                    "read_only": v.read_only,
+                }
+                for v in self.volumes
+            ],
+            "pull_timeout": self.pull_timeout,
+            "workdir": self.workdir,
+        }
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> JobSpec:

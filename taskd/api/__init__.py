@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -23,10 +24,13 @@ def create_app(settings: Settings) -> web.Application:
         services = await Services.open(settings)
         app[SERVICES] = services
         try:
-            await services.engine.start()
-            await services.scheduler.start()
+            # Families first: they install hooks (generators) that recovered runs may need.
             for start in app.get(STARTERS, []):
                 await start(services)
+            await services.engine.start()
+            await services.scheduler.start()
+            # What exists now lives as long as the server: keep it out of every GC pass.
+            gc.freeze()
             yield
         finally:
             for stop in reversed(app.get(STOPPERS, [])):
@@ -53,15 +57,7 @@ def on_start(app: web.Application, start, stop=None) -> None:
 
 
 def families() -> list:
-    from taskd.api import common
+    """The modules whose ``setup(app)`` adds routes: one per API family."""
+    from taskd.api import common, dagruns, processes, tasks, workqueue
 
-    found = [common]
-    for name in ("processes", "dagruns", "tasks", "workqueue"):
-        try:
-            module = __import__(f"taskd.api.{name}", fromlist=["setup"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"taskd.api.{name}":
-                raise
-            continue
-        found.append(module)
-    return found
+    return [common, processes, dagruns, tasks, workqueue]

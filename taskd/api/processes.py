@@ -250,7 +250,7 @@ async def retry(request: web.Request) -> web.Response:
     run = await process_row(request)
     if run["state"] == "succeeded":
         raise BadRequest("cannot retry a process that succeeded")
-    await request.app[SERVICES].engine.restart(run["id"], lambda task: 1)
+    await request.app[SERVICES].engine.restart(run["id"], lambda task: 1, at_once=True)
     return no_content()
 
 

@@ -6,6 +6,7 @@ A job's ``cpus``/``memory_mb`` are reserved while it runs. Jobs that ask for pin
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -16,11 +17,12 @@ def cores_needed(job: JobSpec) -> int:
     return max(1, math.ceil(job.cpus)) if job.pin_cores else 0
 
 
-def host_cores() -> list[int]:
+@functools.cache
+def host_cores() -> tuple[int, ...]:
     try:
-        return sorted(os.sched_getaffinity(0))
+        return tuple(sorted(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        return list(range(os.cpu_count() or 1))
+        return tuple(range(os.cpu_count() or 1))
 
 
 class Capacity:
@@ -31,7 +33,7 @@ class Capacity:
         self.used_slots = 0
         self.used_cpus = 0.0
         self.used_memory = 0
-        self.free_cores = host_cores()[: max(0, math.floor(cpus))]
+        self.free_cores = list(host_cores()[: max(0, math.floor(cpus))])
 
     def refusal(self, job: JobSpec) -> str | None:
         """Why the job could never run here, whatever else runs; None if it could."""

@@ -227,10 +227,14 @@ class Engine:
             link(run.tasks[row["parent"]], run.tasks[row["child"]], bool(row["required"]))
         return run
 
-    async def restart(self, run_id: int, budget: Callable[[TaskNode], int]) -> RunNode:
+    async def restart(
+        self, run_id: int, budget: Callable[[TaskNode], int], *, at_once: bool = False
+    ) -> RunNode:
         """Give every unsuccessful task of a run ``budget(task)`` more attempts and go on.
 
-        Succeeded tasks are never rerun; history (attempts, state changes) is kept.
+        Succeeded tasks are never rerun; history (attempts, state changes) is kept. With
+        ``at_once`` the retried tasks lose their backoff, so the extra attempt starts now
+        (Sundial's retry); otherwise later failures back off as before (Daggy's resume).
         """
         run = await self.load(run_id)
         if run.state is RunState.SUCCEEDED:
@@ -249,9 +253,14 @@ class Engine:
             if task.state not in TASK_UNSUCCESSFUL:
                 continue
             if task.attempts:
-                task.retry = RetryPolicy(task.attempts + budget(task), 0.0, 1.0)
+                base, exponent = (
+                    (0.0, 1.0)
+                    if at_once
+                    else (task.retry.backoff_base, task.retry.backoff_exponent)
+                )
+                task.retry = RetryPolicy(task.attempts + budget(task), base, exponent)
                 ch.task(run.id, task.id, max_attempts=task.retry.max_attempts,
-                        backoff_base=0.0, backoff_exponent=1.0)  # fmt: skip
+                        backoff_base=base, backoff_exponent=exponent)  # fmt: skip
             self._set(task, TaskState.WAITING, ch)
             waiting.append(task)
         for task in waiting:

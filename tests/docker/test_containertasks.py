@@ -226,7 +226,7 @@ async def test_tasks_wanting_more_cores_than_free_do_not_overlap(drove):
     await create(client, "BIG2", "sleep 1", cpus=n)
     first, _ = await wait_for(client, "BIG1", {"RUNNING"})
     assert (await info(client, "BIG2"))["state"] == "PENDING"
-    assert sorted(first["resources"][0]["cores"]["0"]) == host_cores()
+    assert sorted(first["resources"][0]["cores"]["0"]) == list(host_cores())
     resp = await client.get("/apis/v1/tasks", headers=BASIC)
     assert {t["taskId"]: t["state"] for t in (await resp.json())["data"]} == {
         "BIG1": "RUNNING", "BIG2": "PENDING",
