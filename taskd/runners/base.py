@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from taskd.config import Settings
 from taskd.models import JobSpec, Outcome
 
 STREAMS = ("stdout", "stderr")
@@ -64,6 +65,10 @@ class Runner(abc.ABC):
     """One backend (docker, local)."""
 
     name: str
+
+    def __init__(self, settings: Settings, instance: str) -> None:
+        self.settings = settings
+        self.instance = instance  # labels (and so scopes) everything this taskd starts
 
     @abc.abstractmethod
     async def start(self, ctx: AttemptContext) -> Started: ...

@@ -68,8 +68,7 @@ class DockerRunner(Runner):
     name = "docker"
 
     def __init__(self, settings: Settings, instance: str) -> None:
-        self.settings = settings
-        self.instance = instance
+        super().__init__(settings, instance)
         self._docker: aiodocker.Docker | None = None
         self._network: str | None = None
 

@@ -56,8 +56,7 @@ class LocalRunner(Runner):
     name = "local"
 
     def __init__(self, settings: Settings, instance: str) -> None:
-        self.settings = settings
-        self.instance = instance
+        super().__init__(settings, instance)
         self._procs: dict[str, asyncio.subprocess.Process] = {}
 
     def argv(self, ctx: AttemptContext) -> list[str]:
