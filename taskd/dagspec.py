@@ -33,7 +33,7 @@ TASK_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 NAMES = re.compile(r"[A-Za-z0-9_.\-]{1,200}(?:\n[A-Za-z0-9_.\-]{1,200})*")
 # Bounds that keep one request from exhausting memory: a few parameters with many values
 # multiply quickly, and so do edges between two expanded tasks.
-MAX_TASKS = 50_000
+MAX_TASKS = 200_000
 MAX_EDGES = 2_000_000
 MAX_RETRIES = 1000
 

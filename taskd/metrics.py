@@ -63,7 +63,9 @@ class _Snapshot:
         for (kind, state), n in sorted(self.counts["runs"].items()):
             runs.add_metric([kind, state], n)
         yield runs
-        tasks = GaugeMetricFamily("taskd_tasks", "Tasks by state.", labels=["state"])
+        tasks = GaugeMetricFamily(
+            "taskd_tasks", "Tasks not finished yet, by state.", labels=["state"]
+        )
         for state, n in sorted(self.counts["tasks"].items()):
             tasks.add_metric([state], n)
         yield tasks

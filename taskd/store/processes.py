@@ -111,7 +111,9 @@ def search_attempts(
     """Attempts of process runs, most recent first. ``states`` are Sundial task statuses."""
     sql = [
         f"SELECT {ATTEMPT_COLUMNS} FROM attempts a JOIN tasks t ON t.id = a.task_id"
-        " JOIN runs r ON r.id = a.run_id WHERE r.kind = 'process'"
+        # "+r.kind": not an index term, so SQLite walks attempts newest first and stops at
+        # the limit instead of sorting every attempt of every process.
+        " JOIN runs r ON r.id = a.run_id WHERE +r.kind = 'process'"
     ]
     args: list[Any] = []
     if run_name is not None:
@@ -182,13 +184,16 @@ def add_metadata(
 
 
 def counts(db: sqlite3.Connection) -> dict[str, Any]:
-    """Runs by (kind, state) and tasks by state, for the metrics endpoint."""
+    """Runs by (kind, state) and the tasks that can still change, by state (metrics)."""
     runs = {
         (r["kind"], r["state"]): r["n"]
         for r in db.execute("SELECT kind, state, COUNT(*) AS n FROM runs GROUP BY kind, state")
     }
     tasks = {
         r["state"]: r["n"]
-        for r in db.execute("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")
+        for r in db.execute(
+            "SELECT state, COUNT(*) AS n FROM tasks"
+            " WHERE state IN ('waiting', 'ready', 'running', 'retry_wait') GROUP BY state"
+        )
     }
     return {"runs": runs, "tasks": tasks}

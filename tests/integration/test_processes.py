@@ -251,6 +251,16 @@ async def test_metrics_are_prometheus_text(make_client):
     text = await resp.text()
     assert resp.content_type == "text/plain"
     assert 'taskd_runs{kind="process",state="succeeded"} 1.0' in text
-    assert 'taskd_tasks{state="succeeded"} 1.0' in text
+    assert "taskd_attempt_duration_seconds_count" in text
+    await put(client, definition("slow", shell("a", "sleep 30")))
+    await trigger(client, "slow")
+
+    async def running():
+        resp = await client.get("/_internal_/metrics", headers=H)
+        text = await resp.text()
+        return 'taskd_tasks{state="running"} 1.0' in text and text
+
+    text = await wait_for(running)
+    assert 'state="succeeded"' not in text.split("# HELP taskd_tasks ")[1].split("# HELP")[0]
     assert "taskd_attempt_duration_seconds_bucket" in text
     assert "taskd_queue_depth" in text
