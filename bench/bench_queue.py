@@ -90,7 +90,9 @@ async def prepare(base: str, name: str, workers: int) -> tuple[int, list[dict]]:
         )["content"]["id"]
         creds = []
         for i in range(workers):
-            w = (await call(session, "POST", "/worker/create", {"alias": f"b{i}"}, admin))["content"]
+            w = (await call(session, "POST", "/worker/create", {"alias": f"b{i}"}, admin))[
+                "content"
+            ]
             headers = {"X-Worker-ID": str(w["worker"]["id"]), "X-Secret": w["worker"]["secret"]}
             await call(
                 session,
