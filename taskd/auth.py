@@ -76,7 +76,7 @@ class Authenticator:
         self._cache: dict[str, str] = {}  # hash -> role of viewer/admin tokens seen
 
     async def identify(self, token: str | None) -> Principal:
-        if not token:
+        if not token or not token.strip():  # a blank secret is no secret
             return ANONYMOUS
         if hmac.compare_digest(token.encode(), self.admin_token.encode()):
             return Principal("admin")

@@ -188,6 +188,8 @@ def serve(**opts) -> None:
         queue_default_lease=opts["queue_default_lease"],
         queue_open_registration=opts["queue_open_registration"],
     )  # fmt: skip
+    if settings.admin_token and not settings.admin_token.strip():
+        raise click.UsageError("the admin token is blank; give a real secret, or none at all")
     if not settings.loopback and not settings.admin_token:
         raise click.UsageError(
             f"refusing to listen on {settings.host} without credentials: anyone who can reach "

@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from taskd.api.http import json_response
+from taskd.api.keys import SERVICES
 from taskd.errors import TaskdError
 
 log = structlog.get_logger("taskd.api")
@@ -80,11 +81,23 @@ HTTP_CODES = {
 }
 
 
+def refuse_oversized(request: web.Request) -> None:
+    """413 for a declared length over the limit, even where the handler never reads the body.
+
+    aiohttp checks the limit only when a body is read; bodies sent without a length are still
+    refused then.
+    """
+    length, limit = request.content_length, request.app[SERVICES].settings.max_body_bytes
+    if length is not None and length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
+
+
 @web.middleware
 async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     try:
+        refuse_oversized(request)
         return await handler(request)
     except TaskdError as err:
         return render(request, err)
@@ -102,7 +115,10 @@ async def errors_middleware(
         err = TaskdError(message)
         err.status = exc.status
         err.code = HTTP_CODES.get(exc.status, "error")
-        return render(request, err)
+        response = render(request, err)
+        if "Allow" in exc.headers:  # a 405 names the methods there are (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except (ConnectionResetError, TimeoutError) as exc:
         # The client went away mid-request; nothing to answer.
         raise web.HTTPServiceUnavailable() from exc

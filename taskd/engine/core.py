@@ -552,7 +552,8 @@ class Engine:
     async def kill_run(self, run_id: int, reason: str = "the run was killed") -> RunNode | None:
         """Stop every running attempt of a run and start nothing new. None if not active."""
         run = self.runs.get(run_id)
-        if run is None:
+        if run is None or run.state in RUN_TERMINAL:
+            # An ended run stays here until its end is written: it is not killed by a late kill.
             return None
         ch = q.Changes(now_ns())
         if not run.kill_requested:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from taskd.engine.graph import LiveAttempt
-from taskd.models import AttemptState, TaskState, now_ns
+from taskd.models import TaskState, now_ns
 from taskd.runners.base import AttemptContext, Started
 from taskd.store import output as output_q
 from taskd.store import runs as q
@@ -83,9 +83,11 @@ def adopt_attempt(engine: Engine, task, row) -> LiveAttempt:
     )  # fmt: skip
     att = LiveAttempt(id=row["id"], uuid=row["uuid"], task=task, number=row["number"], ctx=ctx,
                       cpuset=cpuset, reported=row["reported"])  # fmt: skip
-    if row["state"] == AttemptState.RUNNING or row["container_id"] or row["pid"]:
-        att.started = Started(container_id=row["container_id"], pid=row["pid"],
-                              pid_start=row["pid_start"], host=row["host"])  # fmt: skip
+    # Started even when the store has no container id or pid yet (taskd died between starting
+    # the job and recording it): the runner finds the job by its attempt, and a kill or the
+    # cleanup after its end must reach it all the same.
+    att.started = Started(container_id=row["container_id"], pid=row["pid"],
+                          pid_start=row["pid_start"], host=row["host"])  # fmt: skip
     task.live = att
     engine.live[att.uuid] = att
     return att
