@@ -169,15 +169,20 @@ def volumes(spec: Doc, allowed: tuple[str, ...]) -> tuple[list[dict], list[Volum
         mode = v.str("mode", "", required=True)
         v.unknown({"pathInContainer", "pathOnHost", "mode"})
         for key, path in (("pathInContainer", inner), ("pathOnHost", host)):
-            if path and (not path.startswith("/") or any(c in path for c in ":,\n")):
-                v.problems.add(f"{v.where(key)} must be an absolute path without ':' or ','")
+            if path and (not path.startswith("/") or any(c in path for c in ":,\n\0")):
+                v.problems.add(
+                    f"{v.where(key)} must be an absolute path without ':', ',', newlines or NUL"
+                )
         if mode and mode not in ("READ_WRITE", "READ_ONLY"):
             v.problems.add(f"{v.where('mode')} must be READ_WRITE or READ_ONLY, got {mode!r}")
-        if host.startswith("/") and not inside(host, allowed):
+        # A NUL byte cannot be in a path (the OS refuses it); it is a problem reported above.
+        resolvable = host.startswith("/") and "\0" not in host
+        if resolvable and not inside(host, allowed):
             v.problems.add(f"{v.where('pathOnHost')}: volume {host} is not in the allowed list")
         shown.append({"pathInContainer": inner, "pathOnHost": host, "mode": mode})
         # Mount the resolved path: a symlink swapped in later cannot widen what was checked.
-        mounts.append(Volume(os.path.realpath(host), inner, mode == "READ_ONLY"))
+        real = os.path.realpath(host) if resolvable else host
+        mounts.append(Volume(real, inner, mode == "READ_ONLY"))
     return shown, mounts
 
 

@@ -20,7 +20,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
 def check_name(name: str, what: str, problems: Problems) -> None:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):  # match() would let a trailing newline through ($)
         problems.add(
             f"{what} {name!r} must be 1-128 letters, digits, '_', '.' or '-',"
             " starting with a letter or digit"
@@ -68,14 +68,16 @@ def parse_definition(body: Any, path_name: str) -> dict[str, Any]:
 
 
 def parse_task(doc: Doc, problems: Problems) -> dict[str, Any]:
-    name = doc.str("task_definition_name", "", required=True)
-    if name:
+    name = doc.str("task_definition_name", None, required=True)
+    if isinstance(name, str):  # "" too: a task needs a name its dependencies can use
         check_name(name, "task_definition_name", problems)
+    name = name or ""
     deps = []
     for i, raw in enumerate(doc.list("dependencies")):
         dep = Doc(raw, f"{doc.where('dependencies')}[{i}]", problems)
         deps.append({
-            "task_definition_name": dep.str("task_definition_name", "", required=True),
+            "task_definition_name": dep.str("task_definition_name", "", required=True,
+                                            nonempty=True),
             "success_required": dep.bool("success_required", True),
         })  # fmt: skip
     kind, exe = doc.union("executable", EXECUTABLES, required=True)

@@ -149,6 +149,9 @@ class JobSpec:
         return cls(**doc)
 
 
+MAX_BACKOFF = 366 * 86400.0  # seconds
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """``max_attempts`` counts every attempt, the first included (Sundial)."""
@@ -158,8 +161,16 @@ class RetryPolicy:
     backoff_exponent: float = 1.0
 
     def delay(self, attempts_so_far: int) -> float:
-        """Seconds to wait before the next attempt (Sundial: base * exponent ** attempts)."""
-        return self.backoff_base * self.backoff_exponent**attempts_so_far
+        """Seconds to wait before the next attempt (Sundial: base * exponent ** attempts).
+
+        Capped at ``MAX_BACKOFF``: a large exponent must not overflow (or outlive the clock).
+        """
+        if self.backoff_base <= 0:
+            return 0.0
+        try:
+            return min(MAX_BACKOFF, self.backoff_base * self.backoff_exponent**attempts_so_far)
+        except OverflowError:
+            return MAX_BACKOFF
 
 
 @dataclass(frozen=True, slots=True)

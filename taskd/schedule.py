@@ -39,6 +39,7 @@ CRON_FIELDS = ("seconds", "minutes", "hours", "day_of_month", "month", "day_of_w
 MISSED_POLICIES = ("collapse", "skip", "all")
 DEFAULT_MISSED_POLICY = "collapse"
 DEFAULT_GRACE = timedelta(seconds=60)
+MAX_BUFFER = 366 * 86400  # a continuous schedule's longest buffer: a year
 
 _CRON_DEFAULTS = {"seconds": "0", "timezone": "UTC"}
 _MAX_FIELD_LEN = 100
@@ -129,8 +130,11 @@ def _parse_continuous(body: object) -> ContinuousSchedule:
     # bool is an int subclass; true/false here is a client mistake, not 1/0.
     if isinstance(buffer, bool) or not isinstance(buffer, int | float):
         raise BadRequest("continuous_schedule.buffer_seconds must be a number")
-    if not math.isfinite(buffer) or buffer < 0:
-        raise BadRequest("continuous_schedule.buffer_seconds must be a finite number >= 0")
+    # Bounded: the next start is now + buffer, which must stay a date (and fit 64-bit ns).
+    if not math.isfinite(buffer) or not 0 <= buffer <= MAX_BUFFER:
+        raise BadRequest(
+            f"continuous_schedule.buffer_seconds must be a number from 0 to {MAX_BUFFER}"
+        )
     return ContinuousSchedule(buffer_seconds=float(buffer))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from taskd.errors import BadRequest
 
 MISSING = object()
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what SQLite can store
 
 
 class Problems:
@@ -98,6 +99,9 @@ class Doc:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             self.problems.add(f"{self.where(key)} must be an integer, got {type_name(value)}")
+            return default
+        if not INT64_MIN <= value <= INT64_MAX:
+            self.problems.add(f"{self.where(key)} must be a 64-bit integer, got {value}")
             return default
         return self._bounded(key, value, minimum, maximum, default)
 

@@ -74,7 +74,7 @@ def task_json(t: dq.TaskRow) -> dict[str, Any]:
     """A task's definition as Daggy echoes it: expanded job, parents and children by name."""
     echo = t.echo
     job = echo.get("job", {})
-    if "environment" not in job:
+    if job.get("environment") is None:
         job = {**job, "environment": []}  # the default Daggy's executors fill in
     return {
         "maxRetries": echo.get("maxRetries", 0),
@@ -218,14 +218,14 @@ async def validate(request: web.Request) -> web.Response:
     return json_response({"valid": True})
 
 
-@routes.get("/v1/dagrun/{runid}")
+@routes.get(r"/v1/dagrun/{runid:\d+}")
 @access("read")
 async def get_run(request: web.Request) -> web.Response:
     view = await request.app[SERVICES].store.read(dq.run_view, run_id_of(request))
     return json_response(run_json(view))
 
 
-@routes.delete("/v1/dagrun/{runid}")
+@routes.delete(r"/v1/dagrun/{runid:\d+}")
 @access("admin")
 async def kill_run(request: web.Request) -> web.Response:
     """Kill every running task of the run; answers once they are gone."""
@@ -239,14 +239,14 @@ async def kill_run(request: web.Request) -> web.Response:
     return json_response({"runID": run_id, "state": RUN_STATES[row["state"]]})
 
 
-@routes.get("/v1/dagrun/{runid}/state")
+@routes.get(r"/v1/dagrun/{runid:\d+}/state")
 @access("read")
 async def run_state(request: web.Request) -> web.Response:
     row = await request.app[SERVICES].store.read(dq.dag_run, run_id_of(request))
     return json_response({"state": RUN_STATES[row["state"]]})
 
 
-@routes.patch("/v1/dagrun/{runid}/state/{state}")
+@routes.patch(r"/v1/dagrun/{runid:\d+}/state/{state}")
 @access("admin")
 async def set_run_state(request: web.Request) -> web.Response:
     """QUEUED (or RUNNING) resumes an ERRORED or KILLED run; completed tasks are kept."""
@@ -265,7 +265,7 @@ async def set_run_state(request: web.Request) -> web.Response:
     return json_response({"runID": run_id})
 
 
-@routes.get("/v1/dagrun/{runid}/task/{name}")
+@routes.get(r"/v1/dagrun/{runid:\d+}/task/{name}")
 @access("read")
 async def get_task(request: web.Request) -> web.Response:
     t = await request.app[SERVICES].store.read(
@@ -274,7 +274,7 @@ async def get_task(request: web.Request) -> web.Response:
     return json_response(task_json(t))
 
 
-@routes.delete("/v1/dagrun/{runid}/task/{name}")
+@routes.delete(r"/v1/dagrun/{runid:\d+}/task/{name}")
 @access("admin")
 async def kill_task(request: web.Request) -> web.Response:
     """Kill one task (its children then never run); answers once its process is gone."""
@@ -293,7 +293,7 @@ async def kill_task(request: web.Request) -> web.Response:
     return json_response({"runID": run_id, "taskName": name, "state": TASK_STATES[state]})
 
 
-@routes.get("/v1/dagrun/{runid}/task/{name}/state")
+@routes.get(r"/v1/dagrun/{runid:\d+}/task/{name}/state")
 @access("read")
 async def get_task_state(request: web.Request) -> web.Response:
     state = await request.app[SERVICES].store.read(

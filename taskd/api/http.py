@@ -10,6 +10,7 @@ from aiohttp import web
 from taskd.errors import BadRequest
 
 JSON = "application/json"
+INT64_MAX = 2**63 - 1  # what SQLite (and so every id, count and limit here) can hold
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None):
@@ -37,7 +38,12 @@ async def read_json(request: web.Request, *, expect: type | None = None) -> Any:
 
 
 def query_int(
-    request: web.Request, name: str, default: int | None = None, *, minimum: int = 0
+    request: web.Request,
+    name: str,
+    default: int | None = None,
+    *,
+    minimum: int = 0,
+    maximum: int = INT64_MAX,
 ) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -48,6 +54,8 @@ def query_int(
         raise BadRequest(f"query parameter {name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise BadRequest(f"query parameter {name} must be at least {minimum}")
+    if value > maximum:
+        raise BadRequest(f"query parameter {name} must be at most {maximum}")
     return value
 
 

@@ -42,6 +42,7 @@ from taskd.store import output as oq
 from taskd.validate import Doc, Problems
 
 routes = web.RouteTableDef()
+MAX_MS = (2**63 - 1) // 1_000_000  # epoch ms that still fit 64 bits as ns
 
 
 class KillTimeout(TaskdError):
@@ -173,7 +174,10 @@ async def search(request: web.Request) -> web.Response:
     """
     problems = Problems()
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = dict(await request.post())
+        try:
+            form = dict(await request.post())
+        except ValueError as exc:  # a multipart type without a boundary, a broken form
+            raise BadRequest(f"{INVALID}: the form cannot be read: {exc}") from None
         doc = Doc(form, "", problems)
         app, task_id = ident(doc, "taskSearchAppName"), ident(doc, "taskSearchTaskID")
         problems.check(INVALID)
@@ -203,7 +207,8 @@ def search_filters(doc: Doc) -> dict[str, Any]:
     for state in states:
         if state not in STATES:
             doc.problems.add(f"states: {state!r} is not one of {', '.join(STATES)}")
-    start, end = doc.int("from", minimum=0), doc.int("to", minimum=0)
+    # Epoch ms become ns in the store: bounded so that fits 64 bits.
+    start, end = (doc.int(key, minimum=0, maximum=MAX_MS) for key in ("from", "to"))
     limit = doc.int("limit", 100, minimum=1, maximum=1000)
     doc.unknown({"sourceAppName", "taskSearchAppName", "taskId", "taskSearchTaskID",
                  "taskIdPrefix", "states", "from", "to", "limit"})  # fmt: skip

@@ -428,7 +428,10 @@ async def test_unknown_runs_tasks_and_states(api):
         ("GET", "/v1/dagrun/-1"),
         ("DELETE", "/v1/dagrun/%C2%B2"),
     ]:
-        assert "integer" in (await api.call(method, path, status=400))["error"]
+        # run ids are digits in the route itself: anything else names no route
+        assert "no route" in (await api.call(method, path, status=404))["error"]
+    resp = await api.client.get("/v1/dagrun/validate", headers=api.headers)
+    assert resp.status == 405 and resp.headers["Allow"] == "POST"
     await api.call("PATCH", f"/v1/dagrun/{run_id}/state/BOGUS", status=400)
     await api.call("GET", "/v1/dagruns?all=maybe", status=400)
     # DELETE of a finished run changes nothing.

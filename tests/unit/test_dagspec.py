@@ -314,3 +314,11 @@ def test_the_submitted_document_is_left_as_it_was():
     assert orjson.dumps(body) == before
     assert [(t.name, t.parents) for t in dagspec.parse_spec(body).tasks] == first
     assert first == [("a", []), ("b", [("a", True)]), ("c", [("b", True)])]
+
+
+def test_backoff_is_capped_and_never_overflows():
+    from taskd.models import MAX_BACKOFF, RetryPolicy
+
+    assert RetryPolicy(1000, 1.0, 3.5).delay(567) == MAX_BACKOFF
+    assert RetryPolicy(1000, 0.0, 3.5).delay(567) == 0.0
+    assert RetryPolicy(3, 2.0, 2.0).delay(2) == 8.0
