@@ -98,7 +98,8 @@ def serve(db: str, port: int, parallel: int) -> None:
     from taskd.config import Settings
 
     settings = Settings(db=Path(db), port=port, admin_token=TOKEN, max_parallel=parallel,
-                        docker_network="none", log_level="warning")  # fmt: skip
+                        docker_network="none", log_level="warning",
+                        max_body_bytes=256 << 20)  # a 100,000-task DAG is over 10 MiB  # fmt: skip
     web.run_app(create_app(settings), host="127.0.0.1", port=port, print=None)
 
 
