@@ -90,10 +90,8 @@ class Doc:
         if value is MISSING:
             return default
         if lenient and isinstance(value, str):
-            try:
-                value = int(value.strip())
-            except ValueError:
-                self.problems.add(f"{self.where(key)} must be an integer, got {value!r}")
+            value = self._from_text(key, value, int, "an integer")
+            if value is MISSING:
                 return default
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -112,10 +110,8 @@ class Doc:
         if value is MISSING:
             return default
         if lenient and isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                self.problems.add(f"{self.where(key)} must be a number, got {value!r}")
+            value = self._from_text(key, value, float, "a number")
+            if value is MISSING:
                 return default
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.problems.add(f"{self.where(key)} must be a number, got {type_name(value)}")
@@ -124,6 +120,14 @@ class Doc:
             self.problems.add(f"{self.where(key)} must be a finite number")
             return default
         return self._bounded(key, value, minimum, maximum, default)
+
+    def _from_text(self, key: str, value: str, cast: Any, kind: str) -> Any:
+        """A number written as a string (Daggy's "100"), or MISSING after noting the problem."""
+        try:
+            return cast(value.strip())
+        except ValueError:
+            self.problems.add(f"{self.where(key)} must be {kind}, got {value!r}")
+            return MISSING
 
     def _bounded(self, key: str, value: Any, minimum: Any, maximum: Any, default: Any) -> Any:
         if minimum is not None and value < minimum:

@@ -313,7 +313,7 @@ def entries(body: Any, id_key: str, fields: tuple[str, str]) -> list[tuple[str, 
 async def log_entries(request: web.Request) -> web.Response:
     task_id = uuid_param(request, "task_id")
     rows = entries(await read_json(request), "log_entry_id", ("source", "message"))
-    await request.app[SERVICES].store.write(pq.add_log_entries, task_id, rows)
+    await request.app[SERVICES].store.write(pq.add_entries, "log", task_id, rows)
     return no_content()
 
 
@@ -322,7 +322,7 @@ async def log_entries(request: web.Request) -> web.Response:
 async def metadata(request: web.Request) -> web.Response:
     task_id = uuid_param(request, "task_id")
     rows = entries(await read_json(request), "metadata_entry_id", ("key", "value"))
-    await request.app[SERVICES].store.write(pq.add_metadata, task_id, rows)
+    await request.app[SERVICES].store.write(pq.add_entries, "metadata", task_id, rows)
     return no_content()
 
 

@@ -160,27 +160,23 @@ def attempt_id(db: sqlite3.Connection, attempt_uuid: str) -> int:
     return row["id"]
 
 
-def add_log_entries(
-    db: sqlite3.Connection, attempt_uuid: str, entries: list[tuple[str, int, str, str]]
+def add_entries(
+    db: sqlite3.Connection, kind: str, attempt_uuid: str, entries: list[tuple[str, int, str, str]]
 ) -> None:
-    """Append (uuid, at, source, message); an id already stored is accepted once."""
+    """Append log entries (uuid, at, source, message) or metadata (uuid, at, key, value) of an
+    attempt; an id already stored is accepted once (clients may resend)."""
+    table, a, b = ENTRY_TABLES[kind]
     aid = attempt_id(db, attempt_uuid)
     db.executemany(
-        "INSERT OR IGNORE INTO log_entries (uuid, attempt_id, at, source, message)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [(u, aid, at, source, message) for u, at, source, message in entries],
+        f"INSERT OR IGNORE INTO {table} (uuid, attempt_id, at, {a}, {b}) VALUES (?, ?, ?, ?, ?)",
+        [(u, aid, at, x, y) for u, at, x, y in entries],
     )
 
 
-def add_metadata(
-    db: sqlite3.Connection, attempt_uuid: str, entries: list[tuple[str, int, str, str]]
-) -> None:
-    aid = attempt_id(db, attempt_uuid)
-    db.executemany(
-        "INSERT OR IGNORE INTO metadata_entries (uuid, attempt_id, at, key, value)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [(u, aid, at, key, value) for u, at, key, value in entries],
-    )
+ENTRY_TABLES = {
+    "log": ("log_entries", "source", "message"),
+    "metadata": ("metadata_entries", "key", "value"),
+}
 
 
 def counts(db: sqlite3.Connection) -> dict[str, Any]:
