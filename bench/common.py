@@ -11,7 +11,6 @@ import asyncio
 import http.client
 import math
 import os
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -298,30 +297,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def docker_ready(image: str = "taskd-test:latest") -> str | None:
-    """None when a Docker engine answers and has ``image`` (built if absent), else why not."""
-    if shutil.which("docker") is None:
-        return "no docker command"
+    """None when a Docker engine answers and has the test image (built if absent), else why not."""
+    from tests.dockerutil import TEST_IMAGE, docker_available, ensure_test_image
+
+    assert image == TEST_IMAGE, image
+    if not docker_available():
+        return "the Docker engine does not answer"
     try:
-        info = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "the Docker engine does not answer"
-    if info.returncode != 0:
-        return "the Docker engine does not answer"
-    found = subprocess.run(
-        ["docker", "image", "inspect", image], capture_output=True, timeout=20, check=False
-    )
-    if found.returncode != 0:
-        built = subprocess.run(
-            [str(ROOT / "scripts" / "build-test-image")],
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-        if built.returncode != 0:
-            return f"cannot build {image}: {built.stderr.decode(errors='replace').strip()}"
+        ensure_test_image()
+    except RuntimeError as exc:
+        return str(exc)
     return None

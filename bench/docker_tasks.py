@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import aiodocker
 from bench.common import Row, docker_ready, pct
 from bench.local_tasks import close_services, open_services, plan, settings
 from taskd.models import JobSpec, RunState, TaskTemplate
+from tests.dockerutil import remove_labelled
 
 IMAGE = "taskd-test:latest"
 CONCURRENCY = 4
@@ -84,20 +84,7 @@ async def through_taskd(db: Path, n: int, concurrency: int) -> tuple[float, list
         return rate, [(removed[u] - created[u]) / 1e9 for u in removed]
     finally:
         await close_services(svc)
-        remove_leftovers(f"taskd.instance={svc.instance}")  # only this store's containers
-
-
-def remove_leftovers(label: str) -> None:
-    """Force-remove containers carrying ``label`` ("key=value") that a failure left behind."""
-    ids = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={label}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    ).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=60, check=False)
+        remove_labelled(f"taskd.instance={svc.instance}")  # only this store's containers
 
 
 def run(quick: bool) -> list[Row]:
@@ -114,7 +101,7 @@ def run(quick: bool) -> list[Row]:
         asyncio.run(raw(CONCURRENCY, CONCURRENCY, mark))  # warm the engine up
         base_rate, base_spans = asyncio.run(raw(n, CONCURRENCY, mark))
     finally:
-        remove_leftovers(f"{RAW_LABEL}={mark}")
+        remove_labelled(f"{RAW_LABEL}={mark}")
     with tempfile.TemporaryDirectory(prefix="taskd-bench-") as tmp:
         rate, spans = asyncio.run(through_taskd(Path(tmp) / "docker.db", n, CONCURRENCY))
     added = (pct(spans, 50) - pct(base_spans, 50)) * 1000
