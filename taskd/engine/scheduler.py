@@ -99,14 +99,18 @@ class Scheduler:
 
     async def refresh(self, name: str) -> None:
         """A definition was stored, paused, resumed or deleted: look at it again."""
+
+        def read(db: Any) -> tuple[dq.Definition, int | None, int | None]:
+            # Only this definition's newest slot and start: not the whole ledger.
+            d = dq.get(db, name)
+            return d, dq.last_slots(db, name).get(name), dq.last_starts(db, name).get(name)
+
         try:
-            d = await self.store.read(dq.get, name)
+            d, last, start = await self.store.read(read)
         except NotFound:
             self.entries.pop(name, None)
         else:
-            last = (await self.store.read(dq.last_slots)).get(name)
-            starts = (await self.store.read(dq.last_starts)).get(name)
-            self._load(d, last, starts)
+            self._load(d, last, start)
         self._wake.set()
 
     def lock(self, name: str) -> asyncio.Lock:

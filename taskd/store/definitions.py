@@ -119,20 +119,26 @@ def consume_trigger(db: sqlite3.Connection, trigger_id: int, run_id: int) -> Non
 # -- the ledger ---------------------------------------------------------------------------
 
 
-def last_slots(db: sqlite3.Connection) -> dict[str, int]:
-    """The newest slot recorded for every definition."""
+def last_slots(db: sqlite3.Connection, name: str | None = None) -> dict[str, int]:
+    """The newest slot recorded for every definition (or only ``name``)."""
+    where, args = ("WHERE definition = ?", (name,)) if name is not None else ("", ())
     return {
         r["definition"]: r["slot"]
-        for r in db.execute("SELECT definition, MAX(slot) AS slot FROM ledger GROUP BY definition")
+        for r in db.execute(
+            f"SELECT definition, MAX(slot) AS slot FROM ledger {where} GROUP BY definition", args
+        )
     }
 
 
-def last_starts(db: sqlite3.Connection) -> dict[str, int]:
+def last_starts(db: sqlite3.Connection, name: str | None = None) -> dict[str, int]:
     """When each definition's newest process was created (continuous schedules count from it)."""
+    where, args = ("AND name = ?", (name,)) if name is not None else ("", ())
     return {
         r["name"]: r["at"]
         for r in db.execute(
-            "SELECT name, MAX(created_at) AS at FROM runs WHERE kind = 'process' GROUP BY name"
+            "SELECT name, MAX(created_at) AS at FROM runs"
+            f" WHERE kind = 'process' {where} GROUP BY name",
+            args,
         )
     }
 
