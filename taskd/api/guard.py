@@ -49,6 +49,25 @@ def presented_token(request: web.Request) -> str | None:
     return None
 
 
+def drove_default_hint(request: web.Request) -> str:
+    """Why Drove's stock ``admin:admin`` is refused, and the option that accepts it."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not request.path.startswith("/apis/"):
+        return ""
+    try:
+        sent = base64.b64decode(value.strip()).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    if sent != "admin:admin":
+        return ""
+    return (
+        "; Drove's default admin:admin is not accepted: its password must be taskd's admin"
+        " token, so start taskd with --admin-token admin (or TASKD_ADMIN_TOKEN=admin) to"
+        " accept it"
+    )
+
+
 async def principal_of(request: web.Request) -> Principal:
     cached = request.get(PRINCIPAL)
     if cached is None:
@@ -77,6 +96,6 @@ async def auth_middleware(
     if who.role == "anonymous":
         raise Unauthorized(
             "credentials required: send 'Authorization: Bearer <token>' "
-            "(or HTTP Basic admin:<token>)"
+            "(or HTTP Basic admin:<token>)" + drove_default_hint(request)
         )
     raise Forbidden("these credentials may not do this")

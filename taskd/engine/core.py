@@ -244,6 +244,8 @@ class Engine:
             run.kill_requested = False
             ch.run(run.id, kill_requested=0)
         if run.state in RUN_TERMINAL:
+            # Queued again, then running: the history shows both (Daggy lists them).
+            ch.history.append((run.id, None, str(RunState.QUEUED)))
             run.state = RunState.RUNNING
             run.done = asyncio.Event()
             ch.run(run.id, state=RunState.RUNNING, ended_at=None)

@@ -62,8 +62,9 @@ def check_store(
     # Every acknowledged submission is there.
     names = {r["name"] for r in db.execute("SELECT name FROM definitions")}
     problems += [f"definition {n} missing" for n in DEFINITIONS if n not in names]
-    for run_id, tag in rec.dag_acked.items():
-        run = runs.get(run_id)
+    dag_runs = {r["kind_no"]: r for r in runs.values() if r["kind"] == "dag"}
+    for run_id, tag in rec.dag_acked.items():  # Daggy runIDs: numbers among DAG runs
+        run = dag_runs.get(run_id)
         if run is None or run["kind"] != "dag" or run["name"] != tag:
             problems.append(f"acknowledged DAG run {run_id} ({tag}) missing or wrong: {run}")
     dag_tags = Counter(r["name"] for r in runs.values() if r["kind"] == "dag")
