@@ -109,9 +109,15 @@ def same_shape(expected: Any, actual: Any, where: str = "") -> None:
                 same_shape(value, actual[key], f"{where}.{key}")
     elif isinstance(expected, list):
         assert isinstance(actual, list), (where, actual)
-        for item in actual:
-            if expected:
-                same_shape(expected[0], item, f"{where}[]")
+        # Item by item where the lengths agree (lists of different things, like Drove's
+        # resources); otherwise every item is shaped like the example's first.
+        pairs = (
+            zip(expected, actual, strict=True)
+            if len(expected) == len(actual)
+            else ((expected[0], item) for item in actual if expected)
+        )
+        for want, item in pairs:
+            same_shape(want, item, f"{where}[]")
     else:
         assert type(actual) is type(expected), (where, actual, expected)
 
