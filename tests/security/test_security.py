@@ -48,6 +48,7 @@ WORKER = {
 READ_POSTS = {
     ("POST", "/v1/dagrun/validate"),
     ("POST", "/apis/v1/tasks/search"),
+    ("POST", "/apis/v1/tasks/validate/spec"),
     ("POST", "/logs"),
 }
 CALLBACKS = ("log_entries", "metadata", "succeed", "fail")
