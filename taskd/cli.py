@@ -156,6 +156,13 @@ DB_OPTION = click.option(
     help="Work queue: let anyone create workers (default: admin only).",
 )
 @click.option(
+    "--daggy-anonymous",
+    is_flag=True,
+    envvar="TASKD_DAGGY_ANONYMOUS",
+    help="DAG runs (Daggy routes): accept callers without credentials, as Daggy does."
+    " Loopback binds only: anyone who can reach taskd can then run commands on this host.",
+)
+@click.option(
     "--max-body-bytes",
     default=10 << 20,
     show_default=True,
@@ -187,9 +194,15 @@ def serve(**opts) -> None:
         log_format=opts["log_format"], log_level=opts["log_level"],
         queue_default_lease=opts["queue_default_lease"],
         queue_open_registration=opts["queue_open_registration"],
+        daggy_anonymous=opts["daggy_anonymous"],
     )  # fmt: skip
     if settings.admin_token and not settings.admin_token.strip():
         raise click.UsageError("the admin token is blank; give a real secret, or none at all")
+    if settings.daggy_anonymous and not settings.loopback:
+        raise click.UsageError(
+            f"refusing --daggy-anonymous on {settings.host}: callers without credentials could "
+            "run commands on this host from anywhere. Bind 127.0.0.1, or send the admin token."
+        )
     if not settings.loopback and not settings.admin_token:
         raise click.UsageError(
             f"refusing to listen on {settings.host} without credentials: anyone who can reach "

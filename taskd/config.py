@@ -46,6 +46,10 @@ class Settings:
     queue_default_lease: float = 3600.0  # seconds; a task's max_assign_time of 0 means this
     queue_open_registration: bool = False  # anyone may create workers (the seed's examples)
 
+    # DAG runs: Daggy has no authentication; this accepts its callers as they are
+    # (loopback binds only), so anyone who can reach taskd may run commands on this host.
+    daggy_anonymous: bool = False
+
     # http
     max_body_bytes: int = 10 << 20
     log_format: str = "human"

@@ -49,6 +49,20 @@ def presented_token(request: web.Request) -> str | None:
     return None
 
 
+def daggy_path(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/ready"
+
+
+def daggy_hint(request: web.Request) -> str:
+    """How a Daggy client, which sends no credentials, is let in."""
+    if not daggy_path(request.path) or request.headers.get("Authorization"):
+        return ""
+    return (
+        "; Daggy clients that send none are accepted only when taskd is started with"
+        " --daggy-anonymous (or TASKD_DAGGY_ANONYMOUS=1)"
+    )
+
+
 def drove_default_hint(request: web.Request) -> str:
     """Why Drove's stock ``admin:admin`` is refused, and the option that accepts it."""
     header = request.headers.get("Authorization", "")
@@ -87,6 +101,11 @@ async def auth_middleware(
     if level == "public":
         return await handler(request)
     who = await principal_of(request)
+    # Daggy has no authentication; a caller who sends no credential at all is let in when
+    # that was opted into (a wrong credential is still refused).
+    open_daggy = request.app[SERVICES].settings.daggy_anonymous
+    if open_daggy and "Authorization" not in request.headers and daggy_path(request.path):
+        return await handler(request)
     if level == "read" and who.can_read:
         return await handler(request)
     if who.is_admin:
@@ -96,6 +115,6 @@ async def auth_middleware(
     if who.role == "anonymous":
         raise Unauthorized(
             "credentials required: send 'Authorization: Bearer <token>' "
-            "(or HTTP Basic admin:<token>)" + drove_default_hint(request)
+            "(or HTTP Basic admin:<token>)" + drove_default_hint(request) + daggy_hint(request)
         )
     raise Forbidden("these credentials may not do this")

@@ -3,8 +3,9 @@
 
 Daggy has no client on the package registries, and its own command-line client's source is
 not published where it can be read, so the requests here are the ones its documentation
-shows, sent as a plain HTTP client sends them. The only addition is the admin token: Daggy
-has no authentication, taskd refuses to run anything for an anonymous caller.
+shows, sent as a plain HTTP client sends them: without credentials, since Daggy has no
+authentication. taskd refuses anonymous callers unless started with ``--daggy-anonymous``,
+which these replays use; without it the refusal names that option.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from taskd.cli import main
 from taskd.store import Store
 from tests.server import Server
 
@@ -123,7 +126,7 @@ def same_shape(expected: Any, actual: Any, where: str = "") -> None:
 
 
 class Daggy:
-    """Requests as Daggy's documentation sends them (plus taskd's token)."""
+    """Requests as Daggy's documentation sends them: no credentials."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -131,7 +134,7 @@ class Daggy:
     async def send(self, method: str, path: str, body: Any = None) -> tuple[int, Any, str]:
         """(status, JSON body or None when there is none, content type)."""
         data = None if body is None else orjson.dumps(body)
-        async with aiohttp.ClientSession(headers=self.server.headers) as session:
+        async with aiohttp.ClientSession() as session:
             async with session.request(method, self.server.url + path, data=data) as resp:
                 raw = await resp.read()
                 return resp.status, orjson.loads(raw) if raw else None, resp.content_type
@@ -154,7 +157,7 @@ class Daggy:
 @pytest.fixture
 async def daggy(tmp_path):
     (tmp_path / "script.py").write_text(SCRIPT)  # tasks run in the server's directory
-    server = Server(tmp_path)
+    server = Server(tmp_path, "--daggy-anonymous")
     await server.start()
     yield Daggy(server)
     server.stop()
@@ -254,6 +257,51 @@ async def test_kill_and_restart_as_daggy_does(daggy):
     # What is not there: 404 with Daggy's error object.
     status, reply, _ = await daggy.send("GET", "/v1/dagrun/7")
     assert status == 404 and "no DAG run 7" in reply["error"]
+
+
+async def test_anonymous_daggy_callers_are_refused_by_default_naming_the_option(tmp_path):
+    server = Server(tmp_path)
+    await server.start()
+    try:
+        daggy = Daggy(server)
+        for method, path, body in [
+            ("POST", "/v1/dagrun", EXAMPLE_DAG),
+            ("GET", "/v1/dagruns?all=1", None),
+            ("GET", "/v1/dagrun/0", None),
+        ]:
+            status, reply, _ = await daggy.send(method, path, body)
+            assert status == 401, (method, path)
+            assert (
+                "--daggy-anonymous" in reply["error"] and "TASKD_DAGGY_ANONYMOUS" in reply["error"]
+            )
+    finally:
+        server.stop()
+    server = Server(tmp_path, "--daggy-anonymous")
+    await server.start()
+    try:
+        # A wrong credential is refused even when anonymous callers are let in.
+        status, reply = await server.request(
+            "GET", "/v1/dagruns", headers={"Authorization": "Bearer wrong"}
+        )
+        assert status == 401
+        # Other families still need credentials.
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{server.url}/apis/v1/tasks") as resp:
+                assert resp.status == 401
+            async with session.get(f"{server.url}/api/process_definitions") as resp:
+                assert resp.status == 401
+    finally:
+        server.stop()
+
+
+def test_daggy_anonymous_is_refused_beyond_loopback(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["serve", "--db", str(tmp_path / "x.db"), "--host", "0.0.0.0", "--admin-token", "t",
+         "--daggy-anonymous"],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "refusing --daggy-anonymous on 0.0.0.0" in result.output
 
 
 async def test_databases_from_before_number_their_dag_runs_in_order(tmp_path):
