@@ -297,6 +297,8 @@ def drove_state(row: Any) -> tuple[str, dict[str, Any] | None, str]:
         return "RUNNING", None, ""
     if attempt == "exited":
         status = "SUCCESSFUL" if row["succeeded"] else "FAILED"
+        if reason == f"exited with status {row['exit_code']}":
+            reason = f"Task instance exited with status: {row['exit_code']}"  # Drove's words
         return "STOPPED", {"status": status, "exitCode": row["exit_code"]}, reason
     if attempt == "killed":
         return "STOPPED", *failed("CANCELLED", reason)
