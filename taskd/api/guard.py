@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from taskd.api.envelopes import family_of
 from taskd.api.keys import SERVICES
 from taskd.auth import Principal
 from taskd.errors import Forbidden, Unauthorized
@@ -49,13 +50,9 @@ def presented_token(request: web.Request) -> str | None:
     return None
 
 
-def daggy_path(path: str) -> bool:
-    return path.startswith("/v1/") or path == "/ready"
-
-
 def daggy_hint(request: web.Request) -> str:
     """How a Daggy client, which sends no credentials, is let in."""
-    if not daggy_path(request.path) or request.headers.get("Authorization"):
+    if family_of(request.path) != "daggy" or request.headers.get("Authorization"):
         return ""
     return (
         "; Daggy clients that send none are accepted only when taskd is started with"
@@ -67,7 +64,7 @@ def drove_default_hint(request: web.Request) -> str:
     """Why Drove's stock ``admin:admin`` is refused, and the option that accepts it."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic" or not request.path.startswith("/apis/"):
+    if scheme.lower() != "basic" or family_of(request.path) != "drove":
         return ""
     try:
         sent = base64.b64decode(value.strip()).decode()
@@ -104,7 +101,8 @@ async def auth_middleware(
     # Daggy has no authentication; a caller who sends no credential at all is let in when
     # that was opted into (a wrong credential is still refused).
     open_daggy = request.app[SERVICES].settings.daggy_anonymous
-    if open_daggy and "Authorization" not in request.headers and daggy_path(request.path):
+    uncredentialed = "Authorization" not in request.headers
+    if open_daggy and uncredentialed and family_of(request.path) == "daggy":
         return await handler(request)
     if level == "read" and who.can_read:
         return await handler(request)
