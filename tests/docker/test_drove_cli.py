@@ -126,6 +126,35 @@ async def test_drove_cli_main_task_commands(server, tmp_path):
     out = await drove(conf, "tasks", "create", str(spec))
     assert "Validation errors:" in out and "Task already exists for TEST_APP/T2" in out
 
+    # A task that is not there: HTTP 200 with status FAILED, whose message the CLI prints.
+    out = await drove(conf, "tasks", "show", "TEST_APP", "NOPE")
+    assert out == "Error making Drove call: No such task instance TEST_APP/NOPE\n"
+
+
+async def test_drove_cli_tails_a_running_task(server, tmp_path):
+    conf = config(server, tmp_path / "drove.conf", username="admin", password=TOKEN)
+    script = "i=0; while [ $i -lt 100 ]; do echo line $i; i=$((i+1)); sleep 0.1; done"
+    assert "Task created" in await drove(conf, "tasks", "create", str(spec_file(
+        tmp_path / "t.json", "TAIL", script)))  # fmt: skip
+    await until_state(conf, "TAIL", "RUNNING")
+    # ``tasks tail`` follows output.log from its end until it is stopped.
+    tail = subprocess.Popen(
+        [sys.executable, "-u", "-m", "drove", "-f", str(conf), "tasks", "tail", "TEST_APP", "TAIL"],
+        stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        lines = []
+        deadline = time.monotonic() + 20
+        while len(lines) < 5 and time.monotonic() < deadline:
+            lines.append(await asyncio.to_thread(tail.stdout.readline))
+    finally:
+        tail.kill()
+        tail.wait(10)
+        tail.stdout.close()
+    numbers = [int(line.split()[1]) for line in lines]
+    assert len(numbers) == 5 and numbers == list(range(numbers[0], numbers[0] + 5)), lines
+    assert "Task kill issued" in await drove(conf, "tasks", "kill", "TEST_APP", "TAIL")
+
 
 async def test_drove_cli_with_a_token_header_and_with_wrong_credentials(server, tmp_path):
     conf = config(server, tmp_path / "token.conf", auth_header=f"Bearer {TOKEN}")
