@@ -41,6 +41,7 @@ from taskd.models import (
 )
 from taskd.output import Followers, OutputWriter
 from taskd.runners.base import RUNNERS, AttemptContext, Runner, Started, StartFailed
+from taskd.shell_conventions import shell_conventions
 from taskd.store import Store
 from taskd.store import output as output_q
 from taskd.store import runs as q
@@ -427,6 +428,7 @@ class Engine:
             sink = self.writer(att.id, seen=adopt["seen"], tail_chunks=adopt["tail"])
         else:
             sink = self.writer(att.id)
+        sink.lines = shell_conventions(att, self.report)
         try:
             if adopt is not None:
                 outcome = await self._adopt(runner, att, sink, adopt)
@@ -501,6 +503,7 @@ class Engine:
         if att.stop_as is not None and outcome.state in (AttemptState.EXITED, AttemptState.LOST):
             outcome = Outcome(att.stop_as, exit_code=outcome.exit_code, reason=att.stop_reason)
         task = att.task
+        await sink.end_of_output()  # a status the task printed last must count
         succeeded = attempt_succeeded(outcome, task.explicit_success, att.reported)
         reason = outcome.reason or failure_reason(outcome, task.explicit_success, att.reported)
         generated: tuple[list[TaskTemplate], list[tuple[str, str, bool]]] | None = None
