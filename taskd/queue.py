@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import structlog
 
-from taskd.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
+from taskd.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
 from taskd.queue_model import (
     INT64_MAX,
     NS,
@@ -232,9 +232,9 @@ class QueueService:
             raise RateLimited("Too many requests", rate_limit_delay=delay)
         duplicate = sq.insert_tasks(db, pid, [t.row() for t in tasks], worker, self.clock())
         if duplicate is not None:
-            bucket.give_back(len(tasks))  # nothing was stored, so nothing is charged
+            # 400, and the token stays spent: both as task_tracker answers a duplicate hash.
             where = f"requests[{duplicate}]: " if len(tasks) > 1 else ""
-            raise Conflict(
+            raise BadRequest(
                 f"{where}a task with hash64 {tasks[duplicate].hash64} already "
                 f"exists in project {pid}; nothing was stored"
             )
@@ -276,8 +276,7 @@ class QueueService:
         sq.free_expired_leases(db, now)  # an expired lease is free, whether swept yet or not
         task = sq.lease_next(db, pid, worker, now, self.default_lease_ns)
         if task is None:
-            bucket.give_back(1)  # as the seed does: asking for nothing costs nothing
-            return None
+            return None  # the token stays spent, as in task_tracker
         return task, project
 
     async def release(
