@@ -58,9 +58,17 @@ async def worker_of(request: web.Request, *, refused: int = 401) -> WorkerAuth:
             request.headers.get("X-Worker-ID"), request.headers.get("X-Secret")
         )
     except Unauthorized as exc:
+        message = exc.message
+        if "X-Signature" in request.headers and not request.headers.get("X-Secret"):
+            # Earlier task_tracker clients signed requests; the documented protocol sends the
+            # secret itself, and taskd keeps only a hash of it, so it cannot check signatures.
+            message += (
+                ": send the worker's secret in X-Secret; signed requests (X-Signature) are"
+                " not supported"
+            )
         if refused == 403:
-            raise Forbidden(exc.message) from None
-        raise
+            raise Forbidden(message) from None
+        raise Unauthorized(message) from None
 
 
 def path_id(request: web.Request, name: str, what: str) -> int:
