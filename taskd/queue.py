@@ -297,11 +297,12 @@ class QueueService:
             or task["status"] != Status.NEW
             or task["lease_expires_at"] <= now
         ):
+            # ok true with updated false, as the seed's release answers it.
             return Released(
+                True,
                 False,
-                False,
-                "You do not hold this task any more: your lease expired, it was taken back "
-                "or given to another worker, or the task is no longer open",
+                "Task was not marked as closed: you do not hold this task any more (your lease"
+                " expired, it was taken back or given to another worker, or it is closed)",
             )
         if result == Result.SKIP:
             sq.unassign(db, tid, retries=task["retries"], status=Status.NEW)
