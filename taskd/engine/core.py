@@ -387,6 +387,8 @@ class Engine:
             "TASKD_ATTEMPT": str(number),
             "TASKD_TASK_TOKEN": token,
         }
+        if run.kind == "process":  # what Sundial's shell executor gives its scripts
+            env["SUNDIAL_TASK_PREVIOUS_ATTEMPTS"] = str(number - 1)
         ctx = AttemptContext(
             attempt_uuid=attempt_uuid, run_id=run.id, task_id=task.id, task_name=task.name,
             number=number, job=task.job, env=env, name=container_name(run, task, number),

@@ -118,6 +118,21 @@ async def test_stdout_conventions_are_bounded(make_client):
     assert any("more than 50 lines" in e["message"] for e in logs if e["source"] == "taskd")
 
 
+async def test_shell_tasks_get_sundials_previous_attempts_variable(make_client):
+    client = await make_client()
+    script = 'echo "$SUNDIAL_TASK_PREVIOUS_ATTEMPTS"; exit 1'
+    await put(client, definition("convenv", shell("t", script, max_attempts=2)))
+    await trigger(client, "convenv")
+    (process,) = await finished_process(client, "convenv")
+    printed = sorted(
+        (t["previous_attempt_count"], e["message"])
+        for t in process["task"]
+        for e in t["log_entries"]
+        if e["source"] == "shell"
+    )
+    assert printed == [(0, "[stdout] 0"), (1, "[stdout] 1")]
+
+
 # -- the seed document's routes, replayed ---------------------------------------------------
 
 
