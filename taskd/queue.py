@@ -266,12 +266,12 @@ class QueueService:
                 "You may not take tasks from this project: "
                 "ask for ASSIGN access with /project/request_access"
             )
-        if project["paused"]:
-            return None
         bucket = self._buckets(project)[0]
         delay = bucket.take(1, self.monotonic())
         if delay:
             raise RateLimited("Too many requests", rate_limit_delay=delay)
+        if project["paused"]:
+            return None  # nothing to assign; the token is spent, as in task_tracker
         now = self.clock()
         sq.free_expired_leases(db, now)  # an expired lease is free, whether swept yet or not
         task = sq.lease_next(db, pid, worker, now, self.default_lease_ns)
