@@ -41,6 +41,7 @@ from taskd.models import (
 )
 from taskd.output import Followers, OutputWriter
 from taskd.runners.base import RUNNERS, AttemptContext, Runner, Started, StartFailed
+from taskd.shell_conventions import shell_conventions
 from taskd.store import Store
 from taskd.store import output as output_q
 from taskd.store import runs as q
@@ -388,6 +389,8 @@ class Engine:
             "TASKD_ATTEMPT": str(number),
             "TASKD_TASK_TOKEN": token,
         }
+        if run.kind == "process":  # what Sundial's shell executor gives its scripts
+            env["SUNDIAL_TASK_PREVIOUS_ATTEMPTS"] = str(number - 1)
         ctx = AttemptContext(
             attempt_uuid=attempt_uuid, run_id=run.id, task_id=task.id, task_name=task.name,
             number=number, job=task.job, env=env, name=container_name(run, task, number),
@@ -429,6 +432,7 @@ class Engine:
             sink = self.writer(att.id, seen=adopt["seen"], tail_chunks=adopt["tail"])
         else:
             sink = self.writer(att.id)
+        sink.lines = shell_conventions(att, self.report)
         try:
             if adopt is not None:
                 outcome = await self._adopt(runner, att, sink, adopt)
@@ -503,6 +507,7 @@ class Engine:
         if att.stop_as is not None and outcome.state in (AttemptState.EXITED, AttemptState.LOST):
             outcome = Outcome(att.stop_as, exit_code=outcome.exit_code, reason=att.stop_reason)
         task = att.task
+        await sink.end_of_output()  # a status the task printed last must count
         succeeded = attempt_succeeded(outcome, task.explicit_success, att.reported)
         reason = outcome.reason or failure_reason(outcome, task.explicit_success, att.reported)
         generated: tuple[list[TaskTemplate], list[tuple[str, str, bool]]] | None = None

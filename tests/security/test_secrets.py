@@ -134,7 +134,7 @@ async def exercise_credentials(srv: Server, tmp_path: Path) -> tuple[dict[str, s
         assert (await req("POST", "/log/info", wh, json=entry))[0] == 200
         for bad in ({**wh, "X-Secret": decoy}, {**wh, "X-Secret": TOKEN},
                     {"X-Worker-ID": "999", "X-Secret": worker["secret"]}):  # fmt: skip
-            assert (await req("GET", f"/task/get/{pid}", bad))[0] == 401
+            assert (await req("GET", f"/task/get/{pid}", bad))[0] == 403  # as task_tracker
 
         deadline = time.monotonic() + 30
         while True:
