@@ -76,12 +76,12 @@ class Scheduler:
         starts = await self.store.read(dq.last_starts)
         for d in definitions:
             self._load(d, last.get(d.name), starts.get(d.name))
-        self._task = self.engine.spawn(self._loop(), "scheduler")
+        self._task = self.engine.supervisor.spawn("scheduler", self._loop)
         # Slots that were waiting and triggers still open when taskd stopped.
         pending = {r["definition"] for r in await self.store.read(dq.waiting_slots)}
         pending |= {r["definition"] for r in await self.store.read(dq.open_triggers)}
         for name in pending:
-            self.engine.spawn(self._drain(name), f"drain-{name}")
+            self._spawn_drain(name)
 
     def _load(self, d: dq.Definition, last_slot: int | None, last_start: int | None) -> Entry:
         schedule = sched.parse_schedule(d.doc.get("schedule"))
@@ -242,7 +242,12 @@ class Scheduler:
 
     def _on_run_finished(self, run: RunNode) -> None:
         if run.kind == RunKind.PROCESS:
-            self.engine.spawn(self._drain(run.name), f"drain-{run.name}")
+            self._spawn_drain(run.name)
+
+    def _spawn_drain(self, name: str) -> None:
+        # Supervised: a drain that fails (the store briefly unavailable) is tried again.
+        self.engine.supervisor.spawn(f"drain-{name}", lambda: self._drain(name), part="drain",
+                                     once=True)  # fmt: skip
 
     async def _drain(self, name: str) -> None:
         """Start what waited for the previous run of a definition: a slot, else a trigger."""
