@@ -235,10 +235,13 @@ def serve(**opts) -> None:
         prepared = prepare(settings)
     except StartupError as exc:
         fail(str(exc))
-    structlog.get_logger("taskd").info("taskd starting", url=settings.url, db=str(settings.db))
+
+    def started(_: str) -> None:  # aiohttp calls this once the app has started and listens
+        structlog.get_logger("taskd").info("taskd serving", url=settings.url, db=str(settings.db))
+
     try:
         web.run_app(
-            create_app(settings, lock=prepared.lock), sock=prepared.sockets, print=None,
+            create_app(settings, lock=prepared.lock), sock=prepared.sockets, print=started,
             access_log=None, shutdown_timeout=2.0,
         )  # fmt: skip
     except (TaskdError, OSError) as exc:  # the store refused to open after the checks passed

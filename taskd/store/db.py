@@ -77,7 +77,12 @@ class Store:
         """Open (creating if needed) and migrate the database file."""
         store = cls(path)
         loop = asyncio.get_running_loop()
-        store._wconn = await loop.run_in_executor(store._writer, store._open_writer)
+        try:
+            store._wconn = await loop.run_in_executor(store._writer, store._open_writer)
+        except sqlite3.Error as exc:  # not a database, corrupt, unreadable
+            store._writer.shutdown(wait=False)
+            store._readers.shutdown(wait=False)
+            raise StoreError(f"cannot open database {path}: {exc}") from None
         return store
 
     def _open_writer(self) -> sqlite3.Connection:

@@ -63,6 +63,16 @@ def test_a_file_that_is_not_sqlite_is_one_line_and_left_alone(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taskd.db"]
 
 
+def test_a_damaged_sqlite_file_is_one_line_and_no_token(tmp_path):
+    db = tmp_path / "taskd.db"
+    header = bytearray(b"SQLite format 3\x00".ljust(100, b"\x00"))
+    header[60:64] = (1).to_bytes(4, "big")  # a schema version taskd knows
+    db.write_bytes(bytes(header) + b"\xff" * 4000)
+    result = serve(db)
+    assert_refused(result, "cannot open database")
+    assert not (tmp_path / "taskd.db.token").exists()
+
+
 def test_a_database_newer_than_the_code_is_one_line(tmp_path):
     db = tmp_path / "taskd.db"
     conn = sqlite3.connect(db)
