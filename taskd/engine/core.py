@@ -146,7 +146,10 @@ class Engine:
         errors = []
         for t in templates:
             why = self.capacity.refusal(t.job)
-            if why is None and t.job.runner not in self.runners:
+            broken = RUNNER_IMPORT_ERRORS.get(t.job.runner)
+            if why is None and broken is not None:
+                why = f"the {t.job.runner} runner is unavailable ({broken})"
+            elif why is None and t.job.runner not in self.runners:
                 why = f"no runner named {t.job.runner!r}"
             if why:
                 errors.append(f"task {t.name}: {why}")

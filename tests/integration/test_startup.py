@@ -168,6 +168,16 @@ async def test_a_runner_that_fails_to_import_takes_no_other_runner_with_it(tmp_p
             return [p for p in procs if p["status"] == "succeeded"]
 
         await wait_for(succeeded, within=20)
+        # A job for the broken runner is refused, saying why.
+        docker = {"task_definition_name": "d", "dependencies": [], "max_attempts": 1,
+                  "executable": {"docker_image_command": {"image": "taskd-test"}}}  # fmt: skip
+        status, body = await server.request(
+            "PUT", "/api/process_definitions/d", json=definition("d", docker)
+        )
+        if status == 200:  # refused when it runs rather than when it is stored
+            status, body = await server.request("POST", "/api/process_definitions/d/trigger")
+        assert status == 400
+        assert any("docker runner is unavailable" in e for e in body["errors"]), body
     finally:
         server.stop()
     log = server.log()
