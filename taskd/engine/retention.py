@@ -16,6 +16,7 @@ writes get in between batches and the writer is never held for a whole pass.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +28,15 @@ from taskd.store import retention as rq
 
 log = structlog.get_logger("taskd.retention")
 
-BATCH = 200  # runs per delete transaction
+BATCH = 200  # runs per delete transaction, at most
+TARGET = 0.05  # seconds one delete may hold the writer; batches shrink (and grow) to fit
 DAY_NS = 86400 * 1_000_000_000
+
+
+def timed(db: Any, fn: Callable[..., int], *args: Any) -> tuple[int, float]:
+    """Run a delete on the writer thread and say how long it held the writer."""
+    t0 = time.monotonic()
+    return fn(db, *args), time.monotonic() - t0
 
 
 class Retention:
@@ -39,6 +47,7 @@ class Retention:
         self.store = store
         self.active = active  # ids of runs the engine holds: never touched
         self._output_after: dict[tuple[str, str], int] = {}  # count rule: ids done per name
+        self.batch = BATCH  # runs per delete now: a run of 100,000 tasks takes longer than one
 
     async def loop(self) -> None:
         while True:
@@ -59,21 +68,34 @@ class Retention:
         days, keep = self.settings.keep_runs_days, self.settings.keep_runs_per_definition
         if days > 0:
             cutoff = now_ns() - int(days * DAY_NS)
-            while ids := await self.store.read(rq.aged_runs, cutoff, BATCH):
-                gone = await self.store.write(rq.drop_runs, self._idle(ids)) if ids else 0
+            while ids := await self.store.read(rq.aged_runs, cutoff, self.batch):
+                gone = await self._delete(rq.drop_runs, self._idle(ids))
                 if not gone:
                     break
                 deleted += gone
-            for definition in await self.store.read(rq.ledger_definitions):
-                await self.store.write(rq.drop_missed, definition, cutoff)
+            definitions = await self.store.read(rq.ledger_definitions)
+            for start in range(0, len(definitions), BATCH):
+                await self.store.write(rq.drop_missed, definitions[start : start + BATCH], cutoff)
         if keep > 0:
             for kind, name in await self.store.read(rq.crowded_names, keep):
-                while ids := await self.store.read(rq.beyond_newest, kind, name, keep, 0, BATCH):
-                    gone = await self.store.write(rq.drop_runs, self._idle(ids))
+                while ids := await self.store.read(
+                    rq.beyond_newest, kind, name, keep, 0, self.batch
+                ):
+                    gone = await self._delete(rq.drop_runs, self._idle(ids))
                     if not gone:
                         break
                     deleted += gone
         return deleted
+
+    async def _delete(self, fn: Callable[..., int], ids: list[int], *args: Any) -> int:
+        if not ids:
+            return 0
+        n, took = await self.store.write(timed, fn, ids, *args)
+        if took > TARGET and self.batch > 1:
+            self.batch = max(1, self.batch // 2)
+        elif took < TARGET / 4 and self.batch < BATCH:
+            self.batch = min(BATCH, self.batch * 2)
+        return n
 
     def _idle(self, ids: list[int]) -> list[int]:
         active = self.active()
@@ -87,16 +109,19 @@ class Retention:
         if days > 0:
             cutoff = now_ns() - int(days * DAY_NS)
             since, after_id = await self.store.read(rq.output_watermark), 0
-            while rows := await self.store.read(rq.ended_between, since, after_id, cutoff, BATCH):
+            while rows := await self.store.read(
+                rq.ended_between, since, after_id, cutoff, self.batch
+            ):
                 after_id, since = rows[-1]
-                ids = [run_id for run_id, _ in rows]
-                deleted += await self.store.write(rq.drop_output, ids, since)
-                if len(rows) < BATCH:
+                deleted += await self._delete(rq.drop_output, [r for r, _ in rows], since)
+                if len(rows) < self.batch:
                     break
         if keep > 0:
             for name in await self.store.read(rq.crowded_names, keep):
                 after = self._output_after.get(name, 0)
-                while ids := await self.store.read(rq.beyond_newest, *name, keep, after, BATCH):
-                    deleted += await self.store.write(rq.drop_output, ids, None)
+                while ids := await self.store.read(
+                    rq.beyond_newest, *name, keep, after, self.batch
+                ):
+                    deleted += await self._delete(rq.drop_output, ids, None)
                     after = self._output_after[name] = ids[-1]
         return deleted

@@ -133,11 +133,14 @@ def ledger_definitions(db: sqlite3.Connection) -> list[str]:
     return [r[0] for r in db.execute("SELECT DISTINCT definition FROM ledger")]
 
 
-def drop_missed(db: sqlite3.Connection, definition: str, before: int) -> int:
-    """Missed slots older than ``before``, but never the definition's newest slot."""
-    cur = db.execute(
-        "DELETE FROM ledger WHERE definition = ? AND status = 'missed' AND slot < ?"
-        " AND slot < (SELECT MAX(slot) FROM ledger WHERE definition = ?)",
-        (definition, before, definition),
-    )
-    return cur.rowcount
+def drop_missed(db: sqlite3.Connection, definitions: list[str], before: int) -> int:
+    """Missed slots older than ``before``, but never a definition's newest slot."""
+    deleted = 0
+    for definition in definitions:
+        cur = db.execute(
+            "DELETE FROM ledger WHERE definition = ? AND status = 'missed' AND slot < ?"
+            " AND slot < (SELECT MAX(slot) FROM ledger WHERE definition = ?)",
+            (definition, before, definition),
+        )
+        deleted += cur.rowcount
+    return deleted
