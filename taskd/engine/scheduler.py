@@ -19,7 +19,7 @@ import structlog
 
 from taskd import definitions as defs
 from taskd import schedule as sched
-from taskd.errors import BadRequest, Conflict, NotFound
+from taskd.errors import BadRequest, Conflict, NotFound, TaskdError
 from taskd.models import RunKind, Trigger, now_ns
 from taskd.store import definitions as dq
 from taskd.store.runs import RunPlan
@@ -245,9 +245,17 @@ class Scheduler:
             self._spawn_drain(run.name)
 
     def _spawn_drain(self, name: str) -> None:
-        # Supervised: a drain that fails (the store briefly unavailable) is tried again.
-        self.engine.supervisor.spawn(f"drain-{name}", lambda: self._drain(name), part="drain",
-                                     once=True)  # fmt: skip
+        # Supervised: a drain that fails for a passing reason (the store unavailable) is tried
+        # again; one refused for good (definition deleted, job too big) waits for the next end.
+        async def drain() -> None:
+            try:
+                await self._drain(name)
+            except TaskdError as exc:
+                if exc.status >= 500:
+                    raise
+                log.warning("a waiting run could not start", definition=name, error=exc.message)
+
+        self.engine.supervisor.spawn(f"drain-{name}", drain, part="drain", once=True)
 
     async def _drain(self, name: str) -> None:
         """Start what waited for the previous run of a definition: a slot, else a trigger."""
