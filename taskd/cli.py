@@ -6,6 +6,7 @@ import logging
 import sqlite3
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 import structlog
@@ -142,6 +143,30 @@ DB_OPTION = click.option(
     help="Keep output of the newest N finished runs of each name (0: no limit).",
 )
 @click.option(
+    "--keep-runs-days",
+    default=90.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    envvar="TASKD_KEEP_RUNS_DAYS",
+    help="Finished runs (tasks, attempts, history) older than this go (0: no limit).",
+)
+@click.option(
+    "--keep-runs-per-definition",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(0),
+    envvar="TASKD_KEEP_RUNS_PER_DEFINITION",
+    help="Keep the newest N finished runs of each name (0: no limit).",
+)
+@click.option(
+    "--retention-interval",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(0.01),
+    envvar="TASKD_RETENTION_INTERVAL",
+    help="Seconds between passes that delete old output and history.",
+)
+@click.option(
     "--queue-default-lease",
     default=3600.0,
     show_default=True,
@@ -191,6 +216,9 @@ def serve(**opts) -> None:
         log_head_bytes=opts["log_head_bytes"], log_tail_bytes=opts["log_tail_bytes"],
         log_retention_days=opts["log_retention_days"],
         log_retention_runs=opts["log_retention_runs"], max_body_bytes=opts["max_body_bytes"],
+        keep_runs_days=opts["keep_runs_days"],
+        keep_runs_per_definition=opts["keep_runs_per_definition"],
+        retention_interval=opts["retention_interval"],
         log_format=opts["log_format"], log_level=opts["log_level"],
         queue_default_lease=opts["queue_default_lease"],
         queue_open_registration=opts["queue_open_registration"],
@@ -212,12 +240,33 @@ def serve(**opts) -> None:
     from aiohttp import web
 
     from taskd.api import create_app
+    from taskd.errors import TaskdError
+    from taskd.startup import StartupError, prepare
 
-    structlog.get_logger("taskd").info("taskd starting", url=settings.url, db=str(settings.db))
-    web.run_app(
-        create_app(settings), host=settings.host, port=settings.port, print=None,
-        access_log=None, shutdown_timeout=2.0,
-    )  # fmt: skip
+    try:
+        # Everything that can refuse a start is checked before a file is made or a token shown.
+        prepared = prepare(settings)
+    except StartupError as exc:
+        fail(str(exc))
+
+    def started(_: str) -> None:  # aiohttp calls this once the app has started and listens
+        structlog.get_logger("taskd").info("taskd serving", url=settings.url, db=str(settings.db))
+
+    try:
+        web.run_app(
+            create_app(settings, lock=prepared.lock), sock=prepared.sockets, print=started,
+            access_log=None, shutdown_timeout=2.0,
+        )  # fmt: skip
+    except (TaskdError, OSError) as exc:  # the store refused to open after the checks passed
+        fail(getattr(exc, "message", None) or str(exc))
+    finally:
+        prepared.close()
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and a non-zero exit: no traceback for a refused start."""
+    click.echo(f"taskd: {message}", err=True)
+    sys.exit(2)
 
 
 @main.command()

@@ -42,6 +42,13 @@ class Settings:
     log_retention_days: float = 30.0
     log_retention_runs: int = 0  # keep output of the newest N finished runs per name; 0 = all
 
+    # history: finished runs (with tasks, attempts, state changes, ledger rows) are deleted
+    # after this many days, and beyond this many per definition; 0 = no limit. The defaults
+    # keep a definition that fires every second to a bounded database.
+    keep_runs_days: float = 90.0
+    keep_runs_per_definition: int = 10_000
+    retention_interval: float = 3600.0  # seconds between retention passes
+
     # work queue
     queue_default_lease: float = 3600.0  # seconds; a task's max_assign_time of 0 means this
     queue_open_registration: bool = False  # anyone may create workers (the seed's examples)

@@ -68,3 +68,10 @@ class RunnerError(TaskdError):
 
     status = 503
     code = "runner_error"
+
+
+class Unavailable(TaskdError):
+    """taskd cannot take this now (shutting down, a part of it down); try again later."""
+
+    status = 503
+    code = "unavailable"

@@ -32,15 +32,35 @@ class Followers:
 
     def __init__(self) -> None:
         self._events: dict[int, asyncio.Event] = {}
+        self._users: dict[int, int] = {}  # readers holding the current event of an attempt
+
+    def __len__(self) -> int:
+        """Attempts with a reader waiting for more output."""
+        return len(self._events)
 
     def event(self, attempt_id: int) -> asyncio.Event:
+        """The event set at the next flush or end; give it back with ``release``."""
         ev = self._events.get(attempt_id)
         if ev is None:
             ev = self._events[attempt_id] = asyncio.Event()
+        self._users[attempt_id] = self._users.get(attempt_id, 0) + 1
         return ev
+
+    def release(self, attempt_id: int, ev: asyncio.Event) -> None:
+        """A reader is done with ``ev``; the last one forgets it (an ended attempt is never
+        woken again, so nothing else would)."""
+        if self._events.get(attempt_id) is not ev:
+            return  # already woken and forgotten
+        users = self._users.get(attempt_id, 1) - 1
+        if users > 0:
+            self._users[attempt_id] = users
+        else:
+            self._users.pop(attempt_id, None)
+            del self._events[attempt_id]
 
     def wake(self, attempt_id: int) -> None:
         ev = self._events.pop(attempt_id, None)
+        self._users.pop(attempt_id, None)
         if ev is not None:
             ev.set()
 

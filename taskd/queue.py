@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -41,6 +41,9 @@ from taskd.queue_projects import QueueProjects
 from taskd.store import Store
 from taskd.store import queue as sq
 from taskd.store import queue_projects as qp
+
+if TYPE_CHECKING:
+    from taskd.engine.supervisor import Supervisor
 
 log = structlog.get_logger("taskd.queue")
 
@@ -349,9 +352,13 @@ class QueueService:
 
     # -- background: lease expiry and monitoring snapshots ------------------------------------
 
-    async def start(self) -> None:
-        """Start the background task that sweeps leases and takes snapshots."""
-        self._task = asyncio.create_task(self._maintain(), name="taskd-queue-maintenance")
+    async def start(self, supervisor: Supervisor | None = None) -> None:
+        """Start the background task that sweeps leases and takes snapshots (supervised: a
+        crash restarts it)."""
+        if supervisor is not None:
+            self._task = supervisor.spawn("queue-maintenance", self._maintain)
+        else:
+            self._task = asyncio.create_task(self._maintain(), name="taskd-queue-maintenance")
 
     async def stop(self) -> None:
         """Stop the background task."""

@@ -393,7 +393,7 @@ async def start(services: Services) -> None:
         log_retention=settings.log_retention_days * 86400,
     )
     services.extras["queue"] = queue
-    await queue.start()
+    await queue.start(services.engine.supervisor)
 
 
 async def stop(services: Services) -> None:

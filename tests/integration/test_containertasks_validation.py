@@ -211,7 +211,7 @@ async def test_volumes_only_from_the_allow_list(make_client, tmp_path):
     errors = await refused(client, create(spec(volumes=vols)))
     assert any("not in the allowed list" in e for e in errors)
     # With no allow-list configured, no volume at all.
-    idle = await make_client(max_parallel=0)
+    idle = await make_client(max_parallel=0, db=tmp_path / "idle.db")  # one server per file
     vols = [{"pathInContainer": "/d", "pathOnHost": str(allowed), "mode": "READ_ONLY"}]
     assert any(
         "not in the allowed list" in e for e in await refused(idle, create(spec(volumes=vols)))
