@@ -12,7 +12,7 @@ import click
 import structlog
 
 from taskd import __version__
-from taskd.config import Settings, host_memory_mb
+from taskd.config import Settings, default_local_user, host_memory_mb, job_user
 
 
 def configure_logging(fmt: str, level: str) -> None:
@@ -109,6 +109,12 @@ DB_OPTION = click.option(
     multiple=True,
     envvar="TASKD_ALLOW_VOLUMES",
     help="A host path (and what is below it) jobs may mount; repeatable.",
+)
+@click.option(
+    "--local-user",
+    envvar="TASKD_LOCAL_USER",
+    help="Run local jobs as this user (name or uid) [nobody when taskd runs as root, else "
+    "taskd's own user]. Give root to run them as root.",
 )
 @click.option(
     "--log-head-bytes",
@@ -213,6 +219,7 @@ def serve(**opts) -> None:
         docker_network=opts["docker_network"], docker_keep_containers=opts["keep_containers"],
         kill_grace=opts["kill_grace"], shutdown_grace=opts["shutdown_grace"],
         allowed_volumes=tuple(opts["allow_volume"]),
+        local_user=opts["local_user"] or default_local_user(),
         log_head_bytes=opts["log_head_bytes"], log_tail_bytes=opts["log_tail_bytes"],
         log_retention_days=opts["log_retention_days"],
         log_retention_runs=opts["log_retention_runs"], max_body_bytes=opts["max_body_bytes"],
@@ -231,6 +238,10 @@ def serve(**opts) -> None:
             f"refusing --daggy-anonymous on {settings.host}: callers without credentials could "
             "run commands on this host from anywhere. Bind 127.0.0.1, or send the admin token."
         )
+    try:
+        job_user(settings.local_user)
+    except ValueError as exc:
+        raise click.UsageError(f"--local-user: {exc}") from None
     if not settings.loopback and not settings.admin_token:
         raise click.UsageError(
             f"refusing to listen on {settings.host} without credentials: anyone who can reach "

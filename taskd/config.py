@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import pwd
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,53 @@ def host_memory_mb() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     except (ValueError, OSError):
         return 4096
+
+
+UNPRIVILEGED = "nobody"  # local jobs run as this user when taskd runs as root and is not told
+
+
+@dataclass(frozen=True, slots=True)
+class JobUser:
+    """The identity local jobs take on when it is not taskd's own."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+    def as_request(self) -> dict[str, object]:
+        return {"name": self.name, "uid": self.uid, "gid": self.gid, "groups": list(self.groups)}
+
+
+def default_local_user() -> str | None:
+    """Root's jobs run as an unprivileged user unless told otherwise; anyone else's as itself."""
+    return UNPRIVILEGED if os.geteuid() == 0 else None
+
+
+def job_user(spec: str | None) -> JobUser | None:
+    """Resolve ``--local-user``: None when jobs keep taskd's own identity.
+
+    Raises ValueError for an unknown user, or for another user when taskd is not root (it
+    could not switch to it).
+    """
+    if spec is None or not spec.strip():
+        return None
+    spec = spec.strip()
+    try:
+        entry = pwd.getpwuid(int(spec)) if spec.isdigit() else pwd.getpwnam(spec)
+    except KeyError:
+        if not spec.isdigit():
+            raise ValueError(f"no user named {spec!r} on this host") from None
+        uid = int(spec)
+        user = JobUser(spec, uid, uid, (uid,))  # a bare uid: its own group, nothing more
+    else:
+        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        user = JobUser(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
+    if user.uid == os.geteuid():
+        return None
+    if os.geteuid() != 0:
+        raise ValueError(f"taskd must run as root to run local jobs as {spec!r}")
+    return user
 
 
 @dataclass(frozen=True)
@@ -35,6 +83,7 @@ class Settings:
     kill_grace: float = 10.0  # stop signal -> hard kill
     shutdown_grace: float = 5.0  # SIGTERM: how long local processes may finish
     allowed_volumes: tuple[str, ...] = ()  # host paths (and what is below them) jobs may mount
+    local_user: str | None = None  # run local jobs as this user (name or uid); None: taskd's own
 
     # output
     log_head_bytes: int = 1 << 20  # per stream and attempt: the first bytes kept

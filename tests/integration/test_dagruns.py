@@ -312,6 +312,14 @@ def running_pids(engine) -> list[int]:
     return [a.started.pid for a in engine.live.values() if a.started is not None]
 
 
+async def until_started(engine, n: int, within: float = 10) -> None:
+    """A task is RUNNING as soon as its attempt is recorded; its process comes a moment later."""
+    deadline = time.monotonic() + within
+    while len(running_pids(engine)) < n:
+        assert time.monotonic() < deadline, f"{len(running_pids(engine))} of {n} started"
+        await asyncio.sleep(0.02)
+
+
 async def test_delete_run_kills_its_processes(api):
     dag = {
         "tag": "sleepy",
@@ -324,6 +332,7 @@ async def test_delete_run_kills_its_processes(api):
     run_id = await api.submit(dag)
     await api.until_task(run_id, "a", "RUNNING")
     await api.until_task(run_id, "b", "RUNNING")
+    await until_started(api.engine, 2)
     (listed,) = await api.call("GET", "/v1/dagruns")
     assert listed["state"] == "RUNNING" and listed["taskCounts"] == {"RUNNING": 2, "QUEUED": 1}
     pids = running_pids(api.engine)
@@ -359,6 +368,7 @@ async def test_delete_task_kills_just_that_task(api):
     run_id = await api.submit(dag)
     await api.until_task(run_id, "a", "RUNNING")
     await api.until_task(run_id, "b", "RUNNING")
+    await until_started(api.engine, 2)
     reply = await api.call("DELETE", f"/v1/dagrun/{run_id}/task/a")
     assert reply is None
     assert await api.task_state(run_id, "a") == "KILLED"
