@@ -45,7 +45,8 @@ print("probe done")
 async def test_secrets_never_reach_api_output_logs_or_the_database(tmp_path):
     """A real server: every credential is used, then looked for in every reply, the log and
     every byte of the database files."""
-    srv = Server(tmp_path, "--log-level", "debug")
+    # The probe job reads and writes in the test's private directory, which only root may enter.
+    srv = Server(tmp_path, "--log-level", "debug", "--local-user", "root")
     await srv.start()
     try:
         secrets_, replies = await exercise_credentials(srv, tmp_path)
