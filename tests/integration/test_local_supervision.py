@@ -141,6 +141,21 @@ async def test_kill_reaches_children_that_left_the_process_group(settings, share
     assert [p for p in pids_in(pids) if alive(p)] == []
 
 
+async def test_a_killed_supervisor_still_takes_the_job_with_it(settings, shared):
+    """Should the shim itself die, the job's processes are found by their attempt and end."""
+    pids = shared / "pids"
+    script = (f"setsid sh -c 'echo $$ >> {pids}; exec sleep 120' & "
+              f"while [ ! -s {pids} ]; do sleep 0.02; done; echo $$ >> {pids}; "
+              f"[ $PPID != {os.getpid()} ] && kill -9 $PPID; sleep 60")  # fmt: skip
+    async with engine_with(settings) as svc:
+        run = await svc.engine.submit(plan(TaskTemplate("j", JobSpec("local", script=script))))
+        await asyncio.wait_for(run.done.wait(), 30)
+        [att] = await attempts(svc, run.id)
+    assert att["state"] == "lost" and "supervisor" in att["reason"], att
+    assert len(pids_in(pids)) == 2
+    assert [p for p in pids_in(pids) if alive(p)] == []
+
+
 async def _lines(path: Path, n: int) -> bool:
     return len(words(path)) >= n
 
