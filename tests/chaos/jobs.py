@@ -3,9 +3,9 @@
 Local jobs write into a timeline file when they really start and end, so the checks can tell
 whether a job outlived what the store says of its attempt. Some leave children behind that
 escaped their process group (``setsid``, a double fork) and tick into the timeline until they
-are killed: none may tick after taskd recorded its attempt's end. Every job carries a marker in its
-environment (inherited by its children, visible in /proc even inside containers), so whatever
-is left running afterwards can be found.
+are killed: none may tick after taskd recorded its attempt's end. Every job carries a marker
+in its environment (inherited by its children, visible in /proc even inside containers), so
+whatever is left running afterwards can be found.
 """
 
 from __future__ import annotations
