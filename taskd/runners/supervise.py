@@ -96,7 +96,9 @@ def exec_main(req: dict, fds: list[int], home: str | None, errw: int) -> None:
             os.setgroups(user["groups"])
             os.setgid(user["gid"])
             os.setuid(user["uid"])
-        cwd = req.get("cwd") or home
+        cwd = req.get("cwd")
+        if not cwd and home and not os.access(".", os.R_OK | os.X_OK):
+            cwd = home  # taskd's own directory is closed to this user: start at home
         if cwd:
             doing = f"in {cwd!r}"
             os.chdir(cwd)  # as the job's user: it must be allowed there itself

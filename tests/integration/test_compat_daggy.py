@@ -157,7 +157,8 @@ class Daggy:
 @pytest.fixture
 async def daggy(tmp_path):
     (tmp_path / "script.py").write_text(SCRIPT)  # tasks run in the server's directory
-    server = Server(tmp_path, "--daggy-anonymous")
+    # The example's script lies in the test's private directory, which only root may enter.
+    server = Server(tmp_path, "--daggy-anonymous", "--local-user", "root")
     await server.start()
     yield Daggy(server)
     server.stop()
