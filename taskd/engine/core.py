@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -41,6 +42,7 @@ from taskd.models import (
 )
 from taskd.output import Followers, OutputWriter
 from taskd.runners.base import RUNNERS, AttemptContext, Runner, Started, StartFailed
+from taskd.runners.dockerengine import EngineUnavailable
 from taskd.store import Store
 from taskd.store import output as output_q
 from taskd.store import runs as q
@@ -76,6 +78,13 @@ class Engine:
         self._dispatch_handle: asyncio.Handle | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # Ready tasks whose runner's backend is unreachable, per runner, in queue order.
+        self.held: dict[str, list[TaskNode]] = {}
+        for name, runner in self.runners.items():
+            if hasattr(runner, "health"):
+                runner.health.on_up.append(lambda name=name: self._release(name))
+        self.metrics.runners = self.runners
+        self.metrics.held = self.held
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -362,6 +371,9 @@ class Engine:
             task = self.ready.popleft()
             if task.state is not TaskState.READY or task.live is not None:
                 continue  # a stale entry: killed or started since it was queued
+            if not getattr(self.runners.get(task.job.runner), "available", True):
+                self.held.setdefault(task.job.runner, []).append(task)
+                continue
             if not self.capacity.fits(task.job):
                 passed.append(task)  # let smaller jobs behind it go first
                 continue
@@ -370,6 +382,12 @@ class Engine:
         self.metrics.queue_depth = len(self.ready)
         if starting:
             self.spawn(self._launch(ch, starting), "launch")
+
+    def _release(self, runner: str) -> None:
+        """The runner's backend is back: its held tasks go first, in their old order."""
+        held = self.held.pop(runner, [])
+        self.ready.extendleft(reversed(held))
+        self._dispatch_soon()
 
     def _begin(self, task: TaskNode, ch: q.Changes) -> LiveAttempt:
         run = task.run
@@ -452,6 +470,8 @@ class Engine:
             return Outcome(att.stop_as, reason=att.stop_reason)
         try:
             started = await runner.start(att.ctx)
+        except EngineUnavailable as exc:
+            return Outcome(AttemptState.LOST, reason=str(exc), blameless=True)
         except StartFailed as exc:
             self.metrics.runner_errors.labels(runner.name).inc()
             return Outcome(AttemptState.START_FAILED, reason=str(exc))
@@ -540,6 +560,11 @@ class Engine:
                     self._set(node, TaskState.KILLED, ch)
         if run.kill_requested and not succeeded:
             state, retry_at = TaskState.KILLED, None
+        elif outcome.blameless and not succeeded and outcome.state is AttemptState.LOST:
+            # Not the job's fault: one more attempt on top of its budget, without backoff.
+            task.retry = dataclasses.replace(task.retry, max_attempts=task.retry.max_attempts + 1)
+            ch.task(run.id, task.id, max_attempts=task.retry.max_attempts)
+            state, retry_at = TaskState.RETRY_WAIT, now
         else:
             state, retry_at = after_attempt(succeeded, outcome, task.attempts, task.retry, now)
         task.retry_at = retry_at
