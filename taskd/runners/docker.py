@@ -60,6 +60,10 @@ def _lost(reason: str, *, blameless: bool = False) -> Outcome:
 
 # A container stopped by the engine's own shutdown ends by a signal (SIGTERM, then SIGKILL).
 _SIGNALLED = 128
+# The engine stops its containers before it closes its API, each within its stop timeout
+# (10 s by default, the engine's own shutdown timeout is 15 s): how long after a signalled
+# exit taskd watches for the engine going away before it takes the exit as the job's own.
+SHUTDOWN_SETTLE = 20.0
 
 
 def _unavailable(exc: BaseException) -> EngineUnavailable:
@@ -89,6 +93,7 @@ class DockerRunner(Runner):
         # Attempts whose start the engine broke off: their half-made container goes once the
         # engine is back.
         self._unfinished_starts: set[str] = set()
+        self._stopping: set[str] = set()  # containers taskd itself is stopping
         self.health.on_up.append(self._after_outage)
 
     @property
@@ -341,6 +346,7 @@ class DockerRunner(Runner):
         logs = [_Log(self, container_id, s, sink, max(0, skip.get(s, 0))) for s in STREAMS]
         pumps = [asyncio.create_task(log.follow()) for log in logs]
         interrupted = False  # the engine went away while the container ran
+        outages = self.health.outages
         try:
             error: BaseException | None = None
             failures = 0
@@ -387,7 +393,11 @@ class DockerRunner(Runner):
                 return _lost(f"cannot inspect container {container_id}: {_describe(exc)}")
             state = info["State"]
             code = state.get("ExitCode") or 0
-            if interrupted and code >= _SIGNALLED and not state.get("OOMKilled"):
+            signalled = code >= _SIGNALLED and not state.get("OOMKilled")
+            if signalled and container_id not in self._stopping:
+                interrupted = interrupted or self.health.outages != outages
+                interrupted = interrupted or await self._engine_going_down(outages)
+            if interrupted and signalled:
                 # Stopped by the engine's own shutdown (no live-restore), not by the job.
                 return _lost(
                     f"the Docker engine stopped the container while it went down "
@@ -396,9 +406,31 @@ class DockerRunner(Runner):
                 )
             return self._outcome(ctx, state)
         finally:
+            self._stopping.discard(container_id)
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _engine_going_down(self, outages: int) -> bool:
+        """Whether the engine shuts down now: its event stream ends within the settle time.
+
+        Without live-restore the engine stops every container before it closes its API, so a
+        container killed by the engine's shutdown looks like one killed by a signal. Only such
+        exits wait here, and only the engine closing the stream ends the wait early.
+        """
+        params = {"filters": json.dumps({"type": ["daemon"]})}
+        try:
+            async with asyncio.timeout(SHUTDOWN_SETTLE):
+                async with self._request("events", params=params) as response:
+                    async for _ in response.content.iter_any():
+                        pass
+        except TimeoutError:
+            return self.health.outages != outages
+        except _API_ERRORS as exc:
+            await self._engine(exc)
+        else:
+            await self._engine(aiohttp.ServerDisconnectedError("the event stream ended"))
+        return self.health.outages != outages
 
     def _outcome(self, ctx: AttemptContext, state: Mapping[str, Any]) -> Outcome:
         oom = bool(state.get("OOMKilled"))
@@ -423,6 +455,7 @@ class DockerRunner(Runner):
         )
         if container_id is None:
             return
+        self._stopping.add(container_id)
         params = {"t": str(max(0, math.ceil(grace)))}
 
         async def stop() -> None:
