@@ -42,6 +42,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     for family in families():
         family.setup(app)
+    from taskd.api import callbacks  # containers' callback listener, started on demand
+
+    callbacks.setup(app)
     return app
 
 
@@ -58,6 +61,6 @@ def on_start(app: web.Application, start, stop=None) -> None:
 
 def families() -> list:
     """The modules whose ``setup(app)`` adds routes: one per API family."""
-    from taskd.api import callbacks, common, dagruns, openapi, processes, tasks, workqueue
+    from taskd.api import common, dagruns, openapi, processes, tasks, workqueue
 
-    return [common, processes, dagruns, tasks, workqueue, openapi, callbacks]
+    return [common, processes, dagruns, tasks, workqueue, openapi]
