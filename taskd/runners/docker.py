@@ -165,6 +165,7 @@ class DockerRunner(Runner):
             raise StartFailed("a docker job needs an image")
         if not self.health.up:
             raise EngineUnavailable("the Docker engine is unreachable")
+        outages = self.health.outages
         docker = self._client()
         await self._ensure_image(job.image, job.pull_timeout)
         try:
@@ -186,7 +187,9 @@ class DockerRunner(Runner):
             if container is not None:
                 with contextlib.suppress(*_API_ERRORS):
                     await container.delete(force=True)
-            if isinstance(exc, _API_ERRORS) and await self._engine(exc):
+            if isinstance(exc, _API_ERRORS) and (
+                await self._engine(exc) or await self._refused_by_shutdown(exc, outages)
+            ):
                 # It may have been made before the engine went: remove it once it is back.
                 self._unfinished_starts.add(ctx.attempt_uuid)
                 raise _unavailable(exc) from exc
@@ -410,6 +413,15 @@ class DockerRunner(Runner):
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _refused_by_shutdown(self, exc: BaseException, outages: int) -> bool:
+        """Whether an engine error (5xx) came from an engine in the middle of shutting down.
+
+        A shutting-down engine still answers, but fails to create or start containers.
+        """
+        if not isinstance(exc, aiodocker.DockerError) or exc.status < 500:
+            return False
+        return await self._engine_going_down(outages)
 
     async def _engine_going_down(self, outages: int) -> bool:
         """Whether the engine shuts down now: its event stream ends within the settle time.

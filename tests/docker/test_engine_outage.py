@@ -116,3 +116,19 @@ async def test_engine_restart_mid_run_burns_no_retry_budget(taskd, private_engin
             assert lost["attempt_state"] == "lost"
             assert "engine" in lost["reason"]
     assert await metric(taskd, "taskd_docker_engine_up") == 1
+
+
+async def test_held_work_can_be_killed_while_the_engine_is_down(taskd, private_engine):
+    private_engine.stop()
+    await put_and_trigger(taskd, three_tasks("doomed", "echo never", "taskd-test:latest"))
+
+    async def held():
+        return await metric(taskd, "taskd_tasks_held", 'runner="docker"') == 3
+
+    await wait_for(held, within=30)
+    proc = await one_process(taskd, "doomed", finished=False)
+    status, _ = await taskd.request("POST", f"/api/processes/{proc['process_id']}/kill")
+    assert status == 204
+    proc = await one_process(taskd, "doomed", within=15)  # ends without the engine
+    assert proc["status"] == "failed"
+    assert await metric(taskd, "taskd_tasks_held", 'runner="docker"') == 0
