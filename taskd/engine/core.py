@@ -41,8 +41,14 @@ from taskd.models import (
     run_result,
 )
 from taskd.output import Followers, OutputWriter
-from taskd.runners.base import RUNNERS, AttemptContext, Runner, Started, StartFailed
-from taskd.runners.dockerengine import EngineUnavailable
+from taskd.runners.base import (
+    RUNNERS,
+    AttemptContext,
+    EngineUnavailable,
+    Runner,
+    Started,
+    StartFailed,
+)
 from taskd.store import Store
 from taskd.store import output as output_q
 from taskd.store import runs as q

@@ -61,6 +61,10 @@ class StartFailed(Exception):
     """The job could not be started (image missing, pull timed out, bad command...)."""
 
 
+class EngineUnavailable(Exception):
+    """The backend (the Docker engine) could not be reached: the attempt is not to blame."""
+
+
 class Runner(abc.ABC):
     """One backend (docker, local)."""
 

@@ -26,13 +26,14 @@ from taskd.runners import callbackurl
 from taskd.runners.base import (
     STREAMS,
     AttemptContext,
+    EngineUnavailable,
     OutputSink,
     Runner,
     Started,
     StartFailed,
     register,
 )
-from taskd.runners.dockerengine import EngineHealth, EngineUnavailable, unreachable
+from taskd.runners.dockerengine import EngineHealth, unreachable
 
 # Errors that mean "the engine did not answer this request", as opposed to a bug of ours.
 _API_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, asyncio.TimeoutError)

@@ -25,10 +25,6 @@ PROBE_MAX = 10.0
 _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=5)
 
 
-class EngineUnavailable(Exception):
-    """The Docker engine could not be reached; the attempt is not to blame."""
-
-
 def unreachable(exc: BaseException) -> bool:
     """Whether an error may mean the engine went away (no answer, as opposed to a refusal).
 
