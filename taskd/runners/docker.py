@@ -95,6 +95,7 @@ class DockerRunner(Runner):
         # engine is back.
         self._unfinished_starts: set[str] = set()
         self._stopping: set[str] = set()  # containers taskd itself is stopping
+        self._removals: set[asyncio.Task[None]] = set()
         self.health.on_up.append(self._after_outage)
 
     @property
@@ -109,7 +110,10 @@ class DockerRunner(Runner):
     def _after_outage(self) -> None:
         if self._unfinished_starts:
             uuids, self._unfinished_starts = self._unfinished_starts, set()
-            asyncio.get_running_loop().create_task(self._remove_unstarted(uuids))
+            task = asyncio.get_running_loop().create_task(self._remove_unstarted(uuids))
+            # The loop keeps only weak references to tasks.
+            self._removals.add(task)
+            task.add_done_callback(self._removals.discard)
 
     async def _remove_unstarted(self, uuids: set[str]) -> None:
         for attempt_uuid in uuids:
