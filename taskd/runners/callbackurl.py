@@ -41,8 +41,12 @@ class CallbackAddress:
             return self._urls[network]
         url = None
         if network == "none":
-            log.warning("containers run with network 'none' and cannot call taskd back; "
-                        "use --docker-network bridge (or host), or set --public-url")  # fmt: skip
+            # With "auto" the runner has said already why it chose none.
+            if self.settings.docker_network != "auto":
+                log.warning(
+                    "containers run with network 'none' and cannot call taskd back; "
+                    "use --docker-network bridge (or host), or set --public-url"
+                )
         else:
             gateway = _gateway(await docker._query_json(f"networks/{network}"))
             if gateway is None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import aiodocker
 import aiohttp
+import structlog
 from aiodocker.containers import DockerContainer
 
 from taskd.config import Settings
@@ -34,6 +35,8 @@ from taskd.runners.base import (
     register,
 )
 from taskd.runners.dockerengine import EngineHealth, unreachable
+
+log = structlog.get_logger("taskd.docker")
 
 # Errors that mean "the engine did not answer this request", as opposed to a bug of ours.
 _API_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -245,6 +248,10 @@ class DockerRunner(Runner):
             networks = await self._client().networks.list()
             names = {n.get("Name") for n in networks}
             self._network = "bridge" if "bridge" in names else "none"
+            if self._network == "none":
+                log.warning("the Docker engine has no bridge network: containers run with "
+                            "network none and cannot call taskd back; set --docker-network "
+                            "host, or --public-url")  # fmt: skip
         return self._network
 
     def _container_config(

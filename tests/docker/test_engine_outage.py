@@ -38,8 +38,8 @@ def private_engine(docker_ready):
 
 @pytest.fixture
 async def taskd(private_engine, tmp_path):
-    # The private engine has no bridge: containers run with network none.
-    srv = Server(tmp_path, env=private_engine.env)
+    # The private engine has no bridge: the default network setting falls back to none.
+    srv = Server(tmp_path, "--docker-network", "auto", env=private_engine.env)
     await srv.start()
     yield srv
     srv.stop()
@@ -88,6 +88,7 @@ async def test_work_submitted_while_the_engine_is_down_waits_for_it(taskd, priva
         assert out == "ran\n"
     assert await metric(taskd, "taskd_docker_engine_up") == 1
     assert await metric(taskd, "taskd_tasks_held", 'runner="docker"') == 0
+    assert "the Docker engine has no bridge network" in taskd.log()
 
 
 async def test_engine_restart_mid_run_burns_no_retry_budget(taskd, private_engine):
