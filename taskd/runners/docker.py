@@ -334,6 +334,7 @@ class DockerRunner(Runner):
         A container that is gone (or was never started) went with taskd's crash, not through
         the job: that attempt is ``lost`` but blameless, so the task runs once more.
         """
+        outages = self.health.outages  # an outage met while taking over counts as one too
         container_id = started.container_id or await self._through_outages(
             lambda: self._find(ctx.attempt_uuid)
         )
@@ -352,16 +353,22 @@ class DockerRunner(Runner):
             with contextlib.suppress(*_API_ERRORS):
                 await container.delete(force=True)
             return _lost(f"container {what} was created but never started", blameless=True)
-        return await self._watch(ctx, container_id, sink, skip)
+        return await self._watch(ctx, container_id, sink, skip, outages)
 
     async def _watch(
-        self, ctx: AttemptContext, container_id: str, sink: OutputSink, skip: Mapping[str, int]
+        self,
+        ctx: AttemptContext,
+        container_id: str,
+        sink: OutputSink,
+        skip: Mapping[str, int],
+        outages: int | None = None,
     ) -> Outcome:
         container = self._client().containers.container(container_id)
         logs = [_Log(self, container_id, s, sink, max(0, skip.get(s, 0))) for s in STREAMS]
         pumps = [asyncio.create_task(log.follow()) for log in logs]
         interrupted = False  # the engine went away while the container ran
-        outages = self.health.outages
+        if outages is None:
+            outages = self.health.outages
         try:
             error: BaseException | None = None
             failures = 0

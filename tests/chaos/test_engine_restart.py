@@ -2,7 +2,8 @@
 
 A mixed container workload (Daggy DAG runs, Drove tasks, a Sundial process; every task allowed
 a single attempt) runs against a real ``taskd serve`` on a private engine, which is stopped
-and started again several times at seeded random moments. Every job must finish successfully,
+and started again several times at seeded random moments; once taskd is SIGKILLed just before
+and comes back while the engine is still down. Every job must finish successfully,
 and the only attempts that did not are the ones the engine's outages ended, recorded as such.
 The shared engine is never touched.
 """
@@ -69,10 +70,16 @@ async def test_engine_restarts_mid_run_every_job_finishes(taskd, private_engine)
         docker_task(f"p{i}", script, IMAGE, max_attempts=1) for i in range(3)
     ]})  # fmt: skip
 
-    for _ in range(3):
+    for round_ in range(3):
         await asyncio.sleep(rng.uniform(0.5, 2.5))
+        if round_ == 1:
+            # taskd crashes first: it comes back while the engine is down and must take over
+            # the containers the engine's shutdown stopped meanwhile.
+            taskd.kill9()
         await asyncio.to_thread(private_engine.stop)
         await asyncio.sleep(rng.uniform(0.3, 1.5))
+        if round_ == 1:
+            await taskd.start()
         await asyncio.to_thread(private_engine.start)
 
     async def dag_state(run_id: int) -> str:
