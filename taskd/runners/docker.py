@@ -353,7 +353,9 @@ class DockerRunner(Runner):
             with contextlib.suppress(*_API_ERRORS):
                 await container.delete(force=True)
             return _lost(f"container {what} was created but never started", blameless=True)
-        return await self._watch(ctx, container_id, sink, skip, outages)
+        # One that ended while taskd was away cannot be told apart any more: no settling.
+        settle = bool(info["State"].get("Running"))
+        return await self._watch(ctx, container_id, sink, skip, outages, settle=settle)
 
     async def _watch(
         self,
@@ -362,6 +364,8 @@ class DockerRunner(Runner):
         sink: OutputSink,
         skip: Mapping[str, int],
         outages: int | None = None,
+        *,
+        settle: bool = True,
     ) -> Outcome:
         container = self._client().containers.container(container_id)
         logs = [_Log(self, container_id, s, sink, max(0, skip.get(s, 0))) for s in STREAMS]
@@ -414,16 +418,13 @@ class DockerRunner(Runner):
                     return _lost(f"container {container_id} gone", blameless=interrupted)
                 return _lost(f"cannot inspect container {container_id}: {_describe(exc)}")
             state = info["State"]
-            code = state.get("ExitCode") or 0
-            signalled = code >= _SIGNALLED and not state.get("OOMKilled")
-            if signalled and container_id not in self._stopping:
-                interrupted = interrupted or self.health.outages != outages
-                interrupted = interrupted or await self._engine_going_down(outages)
-            if interrupted and signalled:
+            if container_id not in self._stopping and await self._ended_by_engine(
+                state, interrupted, outages, settle
+            ):
                 # Stopped by the engine's own shutdown (no live-restore), not by the job.
                 return _lost(
                     f"the Docker engine stopped the container while it went down "
-                    f"(exit status {code})",
+                    f"(exit status {state.get('ExitCode')})",
                     blameless=True,
                 )
             return self._outcome(ctx, state)
@@ -432,6 +433,26 @@ class DockerRunner(Runner):
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _ended_by_engine(
+        self, state: Mapping[str, Any], interrupted: bool, outages: int, settle: bool
+    ) -> bool:
+        """Whether a failed exit was the engine's doing rather than the job's.
+
+        Any failure that happened during an outage (or in the seconds before the engine was
+        found gone, while it stopped its containers) counts. A signalled exit also counts
+        when the engine went away while taskd watched, or goes away within the settle time.
+        """
+        code = state.get("ExitCode") or 0
+        if code == 0 or state.get("OOMKilled"):
+            return False
+        if self.health.around_outage(_finished_at(state)):
+            return True
+        if code < _SIGNALLED:
+            return False
+        if interrupted or self.health.outages != outages:
+            return True
+        return settle and await self._engine_going_down(outages)
 
     async def _refused_by_shutdown(self, exc: BaseException, outages: int) -> bool:
         """Whether an engine error (5xx) came from an engine in the middle of shutting down.
@@ -648,6 +669,14 @@ class _Log:
 
 
 _TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
+
+
+def _finished_at(state: Mapping[str, Any]) -> float | None:
+    """When the container ended, in seconds since the epoch; None if unknown."""
+    try:
+        return float(_unix_time(str(state.get("FinishedAt") or "")))
+    except ValueError:
+        return None
 
 
 def _unix_time(timestamp: str) -> str:

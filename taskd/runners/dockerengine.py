@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from collections.abc import Callable
 
 import aiodocker
@@ -23,6 +25,8 @@ _NO_CONNECTION = 900
 PROBE_FIRST = 0.5  # seconds before the first probe, doubling up to PROBE_MAX
 PROBE_MAX = 10.0
 _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=5)
+# An engine stops its containers during the seconds before its API goes away.
+SHUTDOWN_LEAD = 30.0
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -45,6 +49,8 @@ class EngineHealth:
         self._probe: asyncio.Task[None] | None = None
         self.on_up: list[Callable[[], None]] = []
         self.outages = 0
+        # (found down, back) wall-clock seconds of the last outages; back is None while down.
+        self._windows: deque[list[float | None]] = deque(maxlen=16)
 
     @property
     def up(self) -> bool:
@@ -70,6 +76,7 @@ class EngineHealth:
             return
         self._up.clear()
         self.outages += 1
+        self._windows.append([time.time(), None])
         log.warning("the Docker engine is unreachable; holding container work until it is back",
                     error=str(exc) or type(exc).__name__)  # fmt: skip
         self._probe = asyncio.get_running_loop().create_task(self._probe_until_up())
@@ -89,12 +96,27 @@ class EngineHealth:
                 delay = min(PROBE_MAX, delay * 2)
         log.warning("the Docker engine is back; resuming container work")
         self._probe = None
+        self._windows[-1][1] = time.time()
         self._up.set()
         for listener in list(self.on_up):
             try:
                 listener()
             except Exception:
                 log.exception("engine-up listener failed")
+
+    def around_outage(self, at: float | None) -> bool:
+        """Whether wall-clock time ``at`` falls in an outage seen, or just before one began.
+
+        A container the engine stopped on its way down ended shortly before taskd found the
+        engine gone.
+        """
+        if at is None:
+            return False
+        now = time.time()
+        return any(
+            down - SHUTDOWN_LEAD <= at <= (back if back is not None else now)
+            for down, back in self._windows
+        )
 
     async def close(self) -> None:
         if self._probe is not None:
