@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -41,14 +40,7 @@ from taskd.models import (
     run_result,
 )
 from taskd.output import Followers, OutputWriter
-from taskd.runners.base import (
-    RUNNERS,
-    AttemptContext,
-    EngineUnavailable,
-    Runner,
-    Started,
-    StartFailed,
-)
+from taskd.runners.base import RUNNERS, AttemptContext, Runner, Started, StartFailed
 from taskd.store import Store
 from taskd.store import output as output_q
 from taskd.store import runs as q
@@ -476,9 +468,9 @@ class Engine:
             return Outcome(att.stop_as, reason=att.stop_reason)
         try:
             started = await runner.start(att.ctx)
-        except EngineUnavailable as exc:
-            return Outcome(AttemptState.LOST, reason=str(exc), blameless=True)
         except StartFailed as exc:
+            if exc.blameless:  # the backend is unreachable: held, not failed
+                return Outcome(AttemptState.LOST, reason=str(exc), blameless=True)
             self.metrics.runner_errors.labels(runner.name).inc()
             return Outcome(AttemptState.START_FAILED, reason=str(exc))
         att.started = started
@@ -568,7 +560,8 @@ class Engine:
             state, retry_at = TaskState.KILLED, None
         elif outcome.blameless and not succeeded and outcome.state is AttemptState.LOST:
             # Not the job's fault: one more attempt on top of its budget, without backoff.
-            task.retry = dataclasses.replace(task.retry, max_attempts=task.retry.max_attempts + 1)
+            r = task.retry
+            task.retry = RetryPolicy(r.max_attempts + 1, r.backoff_base, r.backoff_exponent)
             ch.task(run.id, task.id, max_attempts=task.retry.max_attempts)
             state, retry_at = TaskState.RETRY_WAIT, now
         else:
