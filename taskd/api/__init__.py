@@ -47,6 +47,9 @@ def create_app(settings: Settings, lock: DatabaseLock | None = None) -> web.Appl
     app.cleanup_ctx.append(lifecycle)
     for family in families():
         family.setup(app)
+    from taskd.api import callbacks  # containers' callback listener, started on demand
+
+    callbacks.setup(app)
     return app
 
 

@@ -78,6 +78,13 @@ class Engine:
         self._dispatch_handle: asyncio.Handle | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # Ready tasks whose runner's backend is unreachable, per runner, in queue order.
+        self.held: dict[str, list[TaskNode]] = {}
+        for name, runner in self.runners.items():
+            if hasattr(runner, "health"):
+                runner.health.on_up.append(lambda name=name: self._release(name))
+        self.metrics.runners = self.runners
+        self.metrics.held = self.held
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -361,6 +368,9 @@ class Engine:
             task = self.ready.popleft()
             if task.state is not TaskState.READY or task.live is not None:
                 continue  # a stale entry: killed or started since it was queued
+            if not getattr(self.runners.get(task.job.runner), "available", True):
+                self.held.setdefault(task.job.runner, []).append(task)
+                continue
             if not self.capacity.fits(task.job):
                 passed.append(task)  # let smaller jobs behind it go first
                 continue
@@ -369,6 +379,12 @@ class Engine:
         self.metrics.queue_depth = len(self.ready)
         if starting:
             self.spawn(self._launch(ch, starting), "launch")
+
+    def _release(self, runner: str) -> None:
+        """The runner's backend is back: its held tasks go first, in their old order."""
+        held = self.held.pop(runner, [])
+        self.ready.extendleft(reversed(held))
+        self._dispatch_soon()
 
     def _begin(self, task: TaskNode, ch: q.Changes) -> LiveAttempt:
         run = task.run
@@ -455,6 +471,8 @@ class Engine:
         try:
             started = await runner.start(att.ctx)
         except StartFailed as exc:
+            if exc.blameless:  # the backend is unreachable: held, not failed
+                return Outcome(AttemptState.LOST, reason=str(exc), blameless=True)
             self.metrics.runner_errors.labels(runner.name).inc()
             return Outcome(AttemptState.START_FAILED, reason=str(exc))
         att.started = started
@@ -543,6 +561,12 @@ class Engine:
                     self._set(node, TaskState.KILLED, ch)
         if run.kill_requested and not succeeded:
             state, retry_at = TaskState.KILLED, None
+        elif outcome.blameless and not succeeded and outcome.state is AttemptState.LOST:
+            # Not the job's fault: one more attempt on top of its budget, without backoff.
+            r = task.retry
+            task.retry = RetryPolicy(r.max_attempts + 1, r.backoff_base, r.backoff_exponent)
+            ch.task(run.id, task.id, max_attempts=task.retry.max_attempts)
+            state, retry_at = TaskState.RETRY_WAIT, now
         else:
             state, retry_at = after_attempt(succeeded, outcome, task.attempts, task.retry, now)
         task.retry_at = retry_at
