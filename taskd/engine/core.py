@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid as uuidlib
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -20,7 +22,7 @@ import structlog
 from taskd.auth import new_task_token
 from taskd.engine.capacity import Capacity
 from taskd.engine.graph import LiveAttempt, RunNode, TaskNode, link, run_from_row, task_from_row
-from taskd.errors import BadRequest, Conflict, NotFound, TaskdError
+from taskd.errors import BadRequest, Conflict, NotFound, StoreError, TaskdError
 from taskd.metrics import Metrics
 from taskd.models import (
     RUN_TERMINAL,
@@ -52,6 +54,27 @@ PRUNE_EVERY = 3600.0  # seconds between passes of the output retention
 # A generator hook turns a successful generator's stdout into new tasks (Daggy), returning
 # the templates and extra (parent, child, required) edges; it raises BadRequest on bad output.
 GeneratorHook = Callable[[TaskNode, str], tuple[list[TaskTemplate], list[tuple[str, str, bool]]]]
+Generated = tuple[list[TaskTemplate], list[tuple[str, str, bool]]]
+
+# After a failed write the runs it touched are rebuilt from the store: first after REPAIR_FIRST
+# seconds, then backing off up to REPAIR_MAX while the store still refuses writes.
+REPAIR_FIRST = 0.25
+REPAIR_MAX = 10.0
+
+# A job that waited this long for capacity while smaller ones went first reserves what it needs:
+# nothing else starts unless it leaves room for it (a stream of small jobs must not starve it).
+FAIR_WAIT = 30.0
+
+
+@dataclass
+class Ended:
+    """What an attempt's end decided, kept until the store has taken it."""
+
+    outcome: Outcome
+    succeeded: bool
+    reason: str | None
+    generated: Generated | None
+    at: int
 
 
 class Engine:
@@ -76,6 +99,17 @@ class Engine:
         self._dispatch_handle: asyncio.Handle | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self.fair_wait = FAIR_WAIT
+        # Restarts, kills and repairs of one run take turns (two restarts must not both start
+        # the same task). Weak: a lock lives only while someone holds or waits for it.
+        self._run_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        # Runs whose last write failed: no decisions for them until rebuilt from the store.
+        self._repairing: set[int] = set()
+        # Attempt ends decided in memory and not yet in the store, by attempt uuid.
+        self._ended: dict[str, tuple[LiveAttempt, Ended]] = {}
+        self._write_failures = 0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -180,7 +214,9 @@ class Engine:
         ch = q.Changes(at)
         self._maybe_finish(run, ch)
         if ch:
-            await self._commit(ch)
+            # The run itself is stored: a failed end is mended by the repair, not the caller.
+            with contextlib.suppress(TaskdError):
+                await self._commit(ch)
         self._dispatch_soon()
         return run
 
@@ -235,7 +271,26 @@ class Engine:
         Succeeded tasks are never rerun; history (attempts, state changes) is kept. With
         ``at_once`` the retried tasks lose their backoff, so the extra attempt starts now
         (Sundial's retry); otherwise later failures back off as before (Daggy's resume).
+        Restarts of one run take turns, so two at once cannot both start the same task.
         """
+        async with self.run_lock(run_id):
+            return await self._restart(run_id, budget, at_once)
+
+    def run_lock(self, run_id: int) -> asyncio.Lock:
+        """The lock that restarts, kills and repairs of one run take turns on."""
+        lock = self._run_locks.get(run_id)
+        if lock is None:
+            lock = self._run_locks[run_id] = asyncio.Lock()
+        return lock
+
+    def _check_writable(self, run_id: int) -> None:
+        if run_id in self._repairing:
+            raise StoreError("a write for this run failed; it is being reloaded, try again soon")
+
+    async def _restart(
+        self, run_id: int, budget: Callable[[TaskNode], int], at_once: bool
+    ) -> RunNode:
+        self._check_writable(run_id)
         run = await self.load(run_id)
         if run.state is RunState.SUCCEEDED:
             raise Conflict("the run succeeded; there is nothing to retry")
@@ -327,14 +382,34 @@ class Engine:
 
     def _retry_due(self, task: TaskNode) -> None:
         task.timer = None
+        if task.run.id in self._repairing:
+            return  # the rebuilt run arms its own timer
         if task.state is TaskState.RETRY_WAIT and not self._closing:
             ch = q.Changes(now_ns())
             self._set(task, TaskState.READY, ch, retry_at=None)
-            self.spawn(self._commit(ch), "commit-retry")
+            self.spawn(self._commit_quietly(ch), "commit-retry")
             self._dispatch_soon()
 
     async def _commit(self, ch: q.Changes) -> list[int]:
-        ids = await self.store.write(q.apply, ch)
+        """Write a batch; if the store refuses it, the runs it touched are rebuilt from the store.
+
+        Memory already holds the batch's decisions, so a failed write must not leave them
+        standing: the affected runs stop taking decisions until ``_repair`` has reloaded them.
+        """
+        try:
+            ids = await self.store.write(q.apply, ch)
+        except Exception as exc:
+            self._write_failed(ch, exc)
+            raise
+        self._write_failures = 0
+        self._committed(ch)
+        return ids
+
+    async def _commit_quietly(self, ch: q.Changes) -> None:
+        with contextlib.suppress(TaskdError):  # logged, and mended by the repair
+            await self._commit(ch)
+
+    def _committed(self, ch: q.Changes) -> None:
         for run_id, cols in ch.runs.items():
             state = cols.get("state")
             if state in RUN_TERMINAL:
@@ -344,7 +419,121 @@ class Engine:
                     self.metrics.run_finished(run)
                     for listener in self.run_finished:
                         listener(run)
-        return ids
+
+    # -- failed writes ----------------------------------------------------------------------
+
+    def _write_failed(self, ch: q.Changes, exc: BaseException) -> None:
+        runs = set(ch.runs) | {h[0] for h in ch.history} | {g[0] for g in ch.generated}
+        runs |= {a["run_id"] for a in ch.new_attempts}
+        self._write_failures += 1
+        log.error("a write failed; reloading its runs from the store", runs=sorted(runs),
+                  error=str(exc))  # fmt: skip
+        for run_id in runs:
+            if run_id not in self._repairing and not self._closing:
+                self._repairing.add(run_id)
+                self.spawn(self._repair(run_id), f"repair-{run_id}")
+
+    async def _repair(self, run_id: int) -> None:
+        """Rebuild a run from the store once it takes writes again, and go on from there."""
+        delay = min(REPAIR_MAX, REPAIR_FIRST * 2 ** min(self._write_failures - 1, 8))
+        while not self._closing:
+            await asyncio.sleep(delay)
+            delay = min(REPAIR_MAX, delay * 2)
+            try:
+                async with self.run_lock(run_id):
+                    await self._rebuild(run_id)
+            except Exception as exc:  # the store still refuses writes: later
+                log.warning("could not reload a run yet", run=run_id, error=str(exc))
+                continue
+            break
+        # Attempts that ended while the rebuilt run was being written are recorded now.
+        for att, ended in list(self._ended.values()):
+            if att.task.run.id == run_id and att.task.run is self.runs.get(run_id):
+                self.spawn(self._record_end(att, ended), f"end-{att.uuid}")
+        self._dispatch_soon()
+
+    async def _rebuild(self, run_id: int) -> None:
+        """Replace a run's memory with what the store holds, then redo what was not written.
+
+        Attempts still running keep their watchers; ends that were decided but never written
+        are decided again on the rebuilt run.
+        """
+        loaded = await self.store.read(q.load_runs, [run_id])
+        old = self.runs.pop(run_id, None)
+        if old is not None:
+            for task in old.tasks.values():
+                if task.timer is not None:
+                    task.timer.cancel()
+                    task.timer = None
+            self.ready = deque(t for t in self.ready if t.run is not old)
+        if not loaded:
+            self._repairing.discard(run_id)
+            return
+        item = loaded[0]
+        run = self.build(item)
+        if old is not None:
+            run.done = old.done
+        ch = q.Changes(now_ns())
+        ch.run(run.id, updated_at=ch.at)  # a real write: it succeeds only if the store takes writes
+        if run.state in RUN_TERMINAL and item.attempts:
+            # Its end was written but an attempt started after it was too: it goes on.
+            run.state = RunState.RUNNING
+            ch.run(run.id, state=RunState.RUNNING, ended_at=None)
+        if run.state in RUN_TERMINAL:
+            self._repairing.discard(run_id)
+            await self.store.write(q.apply, ch)
+            run.done.set()
+            return
+        self.runs[run.id] = run
+        active = {row["task_id"]: row for row in item.attempts}
+        ends: list[tuple[LiveAttempt, Ended]] = []
+        adopt: list[tuple[TaskNode, Any]] = []
+        for task in run.tasks.values():
+            row = active.get(task.id)
+            if task.state is TaskState.RUNNING and row is not None:
+                att = self.live.get(row["uuid"])
+                pending = self._ended.get(row["uuid"])
+                if att is not None:
+                    att.task = task
+                    task.live = att
+                elif pending is not None:
+                    pending[0].task = task
+                    ends.append(pending)
+                else:  # not watched here (should not happen): hand it to its runner again
+                    adopt.append((task, row))
+            elif task.state is TaskState.RUNNING:
+                # Its attempt was never written: it never started.
+                task.state = TaskState.RETRY_WAIT
+                ch.task(run.id, task.id, state=TaskState.RETRY_WAIT, retry_at=ch.at)
+                self._set(task, TaskState.READY, ch, retry_at=None)
+            elif task.state is TaskState.READY:
+                self.ready.append(task)
+            elif task.state is TaskState.RETRY_WAIT:
+                self._arm_retry(task)
+        for att, ended in ends:
+            self._decide(att, ended, ch)
+        self._maybe_finish(run, ch)
+        try:
+            await self.store.write(q.apply, ch)
+        except Exception:
+            self.runs.pop(run.id, None)
+            raise
+        for att, _ in ends:
+            self._ended.pop(att.uuid, None)
+        self._repairing.discard(run_id)
+        self._committed(ch)
+        for task, row in adopt:
+            self.spawn(self._adopt_again(task, row), f"adopt-{row['uuid']}")
+        log.info("reloaded a run after a failed write", run=run_id, ends=len(ends))
+
+    async def _adopt_again(self, task: TaskNode, row: Any) -> None:
+        from taskd.engine.recovery import adopt_attempt
+
+        att = adopt_attempt(self, task, row)
+        att.watcher = asyncio.current_task()  # type: ignore[assignment]
+        seen, tail = await self.store.read(output_q.positions, att.id)
+        info = {"seen": seen, "tail": tail, "started_at": row["started_at"]}
+        await self.watch(att, adopt=info)
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -358,13 +547,22 @@ class Engine:
         ch = q.Changes(now_ns())
         starting: list[LiveAttempt] = []
         passed: list[TaskNode] = []
+        reserved = None  # the job that waited too long: what others must leave room for
+        clock = asyncio.get_running_loop().time()
         while self.ready and not self.capacity.full and len(passed) < 256:
             task = self.ready.popleft()
             if task.state is not TaskState.READY or task.live is not None:
                 continue  # a stale entry: killed or started since it was queued
-            if not self.capacity.fits(task.job):
-                passed.append(task)  # let smaller jobs behind it go first
+            if task.run.id in self._repairing:
+                continue  # its run is reloaded from the store, which queues it again
+            if not self.capacity.fits(task.job, reserved):
+                passed.append(task)  # let smaller jobs behind it go first, for a while
+                if task.passed_since is None:
+                    task.passed_since = clock
+                elif reserved is None and clock - task.passed_since >= self.fair_wait:
+                    reserved = task.job
                 continue
+            task.passed_since = None
             starting.append(self._begin(task, ch))
         self.ready.extendleft(reversed(passed))
         self.metrics.queue_depth = len(self.ready)
@@ -407,7 +605,17 @@ class Engine:
         return att
 
     async def _launch(self, ch: q.Changes, starting: list[LiveAttempt]) -> None:
-        ids = await self._commit(ch)
+        try:
+            ids = await self._commit(ch)
+        except TaskdError:
+            # Never written, so never started: give back what they held; the repair of their
+            # runs queues the tasks again.
+            for att in starting:
+                self.capacity.give(att.task.job, att.cpuset)
+                self.live.pop(att.uuid, None)
+                if att.task.live is att:
+                    att.task.live = None
+            return
         for att, attempt_id in zip(starting, ids, strict=True):
             att.id = attempt_id
             att.watcher = self.spawn(self.watch(att), f"attempt-{att.uuid}")
@@ -461,7 +669,12 @@ class Engine:
         ch.attempt(att.id, state=AttemptState.RUNNING, started_at=at,
                    container_id=started.container_id, pid=started.pid,
                    pid_start=started.pid_start, host=started.host)  # fmt: skip
-        await self._commit(ch)
+        try:
+            await self._commit(ch)
+        except TaskdError as exc:
+            # The job runs all the same; what was not written goes in with its end.
+            log.warning("could not record an attempt's start", attempt=att.uuid, error=str(exc))
+            att.unwritten = ch.attempts[att.id]
         self._arm_deadline(att, att.task.max_runtime)
         if att.stop_as is not None:  # a kill arrived while it was starting
             self.spawn(runner.kill(att.ctx, started, self.settings.kill_grace), "kill")
@@ -503,7 +716,7 @@ class Engine:
         task = att.task
         succeeded = attempt_succeeded(outcome, task.explicit_success, att.reported)
         reason = outcome.reason or failure_reason(outcome, task.explicit_success, att.reported)
-        generated: tuple[list[TaskTemplate], list[tuple[str, str, bool]]] | None = None
+        generated: Generated | None = None
         if succeeded and task.generator and self.generator_hook is not None:
             await sink.flush()
             stdout = (await self.store.read(output_q.text_of, [att.id], "stdout"))[att.id]
@@ -522,16 +735,37 @@ class Engine:
         self.followers.wake(att.id)
 
         now = now_ns()
-        ch = q.Changes(now)
-        ch.attempt(att.id, state=outcome.state, succeeded=int(succeeded),
-                   exit_code=outcome.exit_code, reason=reason, ended_at=now)  # fmt: skip
         self.capacity.give(task.job, att.cpuset)
         self.live.pop(att.uuid, None)
-        task.live = None
+        att.task.live = None
         self.metrics.attempt_finished(task.job.runner, outcome.state, att, now)
+        await self._record_end(att, Ended(outcome, succeeded, reason, generated, now))
+
+    async def _record_end(self, att: LiveAttempt, ended: Ended) -> None:
+        """Decide what an attempt's end means for its run and write it.
+
+        Until the store has it, the end is kept: if the write fails, the run is rebuilt from
+        the store and the end decided again there, so a task that succeeded is not run again.
+        """
+        self._ended[att.uuid] = (att, ended)
+        if att.task.run.id in self._repairing:
+            return  # the repair decides it on the rebuilt run
+        ch = q.Changes(ended.at)
+        self._decide(att, ended, ch)
+        try:
+            await self._commit(ch)
+        except TaskdError:
+            return
+        self._ended.pop(att.uuid, None)
+        self._dispatch_soon()
+
+    def _decide(self, att: LiveAttempt, ended: Ended, ch: q.Changes) -> None:
+        task, outcome, succeeded, now = att.task, ended.outcome, ended.succeeded, ended.at
+        ch.attempt(att.id, **att.unwritten, state=outcome.state, succeeded=int(succeeded),
+                   exit_code=outcome.exit_code, reason=ended.reason, ended_at=now)  # fmt: skip
         run = task.run
-        if generated is not None:
-            templates, edges = generated
+        if ended.generated is not None:
+            templates, edges = ended.generated
             ids = self.new_task_ids(t.name for t in templates)
             ids.update({name: node.id for name, node in run.by_name.items()})
             ch.generated.append((run.id, templates, ids, edges))
@@ -544,8 +778,6 @@ class Engine:
             state, retry_at = after_attempt(succeeded, outcome, task.attempts, task.retry, now)
         task.retry_at = retry_at
         self._set(task, state, ch, retry_at=retry_at)
-        await self._commit(ch)
-        self._dispatch_soon()
 
     # -- commands from the API families -----------------------------------------------------
 
@@ -555,6 +787,7 @@ class Engine:
         if run is None or run.state in RUN_TERMINAL:
             # An ended run stays here until its end is written: it is not killed by a late kill.
             return None
+        self._check_writable(run_id)
         ch = q.Changes(now_ns())
         if not run.kill_requested:
             run.kill_requested = True
@@ -566,6 +799,7 @@ class Engine:
         return run
 
     async def kill_task(self, task: TaskNode, reason: str = "the task was killed") -> None:
+        self._check_writable(task.run.id)
         ch = q.Changes(now_ns())
         self._kill_task(task, reason, ch)
         await self._commit(ch)
