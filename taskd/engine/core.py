@@ -461,11 +461,7 @@ class Engine:
         loaded = await self.store.read(q.load_runs, [run_id])
         old = self.runs.pop(run_id, None)
         if old is not None:
-            for task in old.tasks.values():
-                if task.timer is not None:
-                    task.timer.cancel()
-                    task.timer = None
-            self.ready = deque(t for t in self.ready if t.run is not old)
+            self._forget(old)
         if not loaded:
             self._repairing.discard(run_id)
             return
@@ -516,7 +512,12 @@ class Engine:
         try:
             await self.store.write(q.apply, ch)
         except Exception:
-            self.runs.pop(run.id, None)
+            # Still not written: the next try starts again from the store.
+            self._forget(run)
+            if old is not None:
+                self.runs[run_id] = old
+            else:
+                self.runs.pop(run_id, None)
             raise
         for att, _ in ends:
             self._ended.pop(att.uuid, None)
@@ -525,6 +526,14 @@ class Engine:
         for task, row in adopt:
             self.spawn(self._adopt_again(task, row), f"adopt-{row['uuid']}")
         log.info("reloaded a run after a failed write", run=run_id, ends=len(ends))
+
+    def _forget(self, run: RunNode) -> None:
+        """Drop a run's timers and queued tasks: its memory is about to be replaced."""
+        for task in run.tasks.values():
+            if task.timer is not None:
+                task.timer.cancel()
+                task.timer = None
+        self.ready = deque(t for t in self.ready if t.run is not run)
 
     async def _adopt_again(self, task: TaskNode, row: Any) -> None:
         from taskd.engine.recovery import adopt_attempt
