@@ -728,6 +728,16 @@ class Engine:
         generated: Generated | None = None
         if succeeded and task.generator and self.generator_hook is not None:
             await sink.flush()
+            size, kept = sink.offsets.get("stdout", 0), sink.head + sink.tail
+            if size > kept:
+                # Only the head and tail of a long output are kept: a cut-down document would
+                # fail to parse with a confusing message, so say what really went wrong.
+                succeeded = False
+                reason = (
+                    f"generator output rejected: it is {size} bytes and taskd keeps at most"
+                    f" {kept} bytes of a task's output, so it cannot be read whole"
+                )
+        if succeeded and task.generator and self.generator_hook is not None:
             stdout = (await self.store.read(output_q.text_of, [att.id], "stdout"))[att.id]
             try:
                 generated = self.generator_hook(task, stdout)
