@@ -522,6 +522,9 @@ class Engine:
         for att, _ in ends:
             self._ended.pop(att.uuid, None)
         self._repairing.discard(run_id)
+        for task in run.tasks.values():
+            if task.state is TaskState.RETRY_WAIT and task.timer is None:
+                self._arm_retry(task)  # it came due while the write was under way
         self._committed(ch)
         for task, row in adopt:
             self.spawn(self._adopt_again(task, row), f"adopt-{row['uuid']}")
@@ -563,7 +566,8 @@ class Engine:
             if task.state is not TaskState.READY or task.live is not None:
                 continue  # a stale entry: killed or started since it was queued
             if task.run.id in self._repairing:
-                continue  # its run is reloaded from the store, which queues it again
+                passed.append(task)  # not now; if its run is replaced, the entry goes with it
+                continue
             if not self.capacity.fits(task.job, reserved):
                 passed.append(task)  # let smaller jobs behind it go first, for a while
                 if task.passed_since is None:
@@ -780,7 +784,9 @@ class Engine:
 
     def _decide(self, att: LiveAttempt, ended: Ended, ch: q.Changes) -> None:
         task, outcome, succeeded, now = att.task, ended.outcome, ended.succeeded, ended.at
-        ch.attempt(att.id, **att.unwritten, state=outcome.state, succeeded=int(succeeded),
+        if att.unwritten:
+            ch.attempt(att.id, **att.unwritten)  # its start, then its end over it
+        ch.attempt(att.id, state=outcome.state, succeeded=int(succeeded),
                    exit_code=outcome.exit_code, reason=ended.reason, ended_at=now)  # fmt: skip
         run = task.run
         if ended.generated is not None:

@@ -87,6 +87,23 @@ async def test_a_refused_launch_gives_its_slot_back_and_starts_the_task_later(se
     assert services.engine.capacity.used_slots == 0
 
 
+def starts(fn, args) -> bool:
+    """A batch that records that an attempt's job started."""
+    return fn is q.apply and any("started_at" in c for c in args[0].attempts.values())
+
+
+async def test_a_refused_start_is_written_with_the_attempt_end(services):
+    faults = RefusedWrites(services.store)
+    faults.refuse(starts, times=1)
+    run = await services.engine.submit(plan(TaskTemplate("a", sh("sleep 0.2"))))
+    stored = await settled(services, run.id)
+    assert faults.refused == 1
+    assert stored["state"] == "succeeded"
+    (attempt,) = await rows(services, "SELECT state, started_at, ended_at, pid FROM attempts")
+    assert attempt["state"] == "exited" and attempt["pid"]
+    assert attempt["started_at"] <= attempt["ended_at"]
+
+
 async def test_a_refused_restart_is_reported_and_leaves_the_run_as_stored(services, tmp_path):
     from taskd.errors import StoreError
 
