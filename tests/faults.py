@@ -48,19 +48,15 @@ class SmallDisk:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()
-        block = b"\0" * 65536
-        with open(self.ballast, "ab") as f:
-            try:
-                while True:
-                    f.write(block)
-                    f.flush()
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-        # Byte-sized leftovers too: nothing must fit.
-        with open(self.ballast, "ab", buffering=0) as f, contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 512)
+        try:
+            with open(self.ballast, "ab", buffering=0) as f:
+                for size in (65536, 512):  # big blocks, then the leftovers: nothing must fit
+                    with contextlib.suppress(OSError):
+                        while True:
+                            f.write(b"\0" * size)
+        except OSError as exc:  # not even room for the ballast's name: full already
+            if exc.errno != errno.ENOSPC:
+                raise
 
     def free(self) -> None:
         self.ballast.unlink(missing_ok=True)

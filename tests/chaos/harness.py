@@ -78,7 +78,7 @@ class Chaos:
         self.started = 0.0
         self.elapsed = 0.0
         # The full-disk spell: the disk (mounted in run) and when the spell held (monotonic).
-        self.disk = SmallDisk(workdir / "disk", size_mb=32) if disk_full else None
+        self.disk = SmallDisk(workdir / "disk", size_mb=64) if disk_full else None
         self.spell: tuple[float, float] | None = None
         self.spell_ended_ns = 0
         self.spell_refused = 0
