@@ -14,7 +14,6 @@ import uuid as uuidlib
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -22,6 +21,7 @@ import structlog
 from taskd.auth import new_task_token
 from taskd.engine.capacity import Capacity
 from taskd.engine.graph import LiveAttempt, RunNode, TaskNode, link, run_from_row, task_from_row
+from taskd.engine.repair import Ended, Generated, repair
 from taskd.errors import BadRequest, Conflict, NotFound, StoreError, TaskdError
 from taskd.metrics import Metrics
 from taskd.models import (
@@ -54,27 +54,10 @@ PRUNE_EVERY = 3600.0  # seconds between passes of the output retention
 # A generator hook turns a successful generator's stdout into new tasks (Daggy), returning
 # the templates and extra (parent, child, required) edges; it raises BadRequest on bad output.
 GeneratorHook = Callable[[TaskNode, str], tuple[list[TaskTemplate], list[tuple[str, str, bool]]]]
-Generated = tuple[list[TaskTemplate], list[tuple[str, str, bool]]]
-
-# After a failed write the runs it touched are rebuilt from the store: first after REPAIR_FIRST
-# seconds, then backing off up to REPAIR_MAX while the store still refuses writes.
-REPAIR_FIRST = 0.25
-REPAIR_MAX = 10.0
 
 # A job that waited this long for capacity while smaller ones went first reserves what it needs:
 # nothing else starts unless it leaves room for it (a stream of small jobs must not starve it).
 FAIR_WAIT = 30.0
-
-
-@dataclass
-class Ended:
-    """What an attempt's end decided, kept until the store has taken it."""
-
-    outcome: Outcome
-    succeeded: bool
-    reason: str | None
-    generated: Generated | None
-    at: int
 
 
 class Engine:
@@ -394,7 +377,7 @@ class Engine:
         """Write a batch; if the store refuses it, the runs it touched are rebuilt from the store.
 
         Memory already holds the batch's decisions, so a failed write must not leave them
-        standing: the affected runs stop taking decisions until ``_repair`` has reloaded them.
+        standing: the affected runs stop taking decisions until ``repair`` has reloaded them.
         """
         try:
             ids = await self.store.write(q.apply, ch)
@@ -431,121 +414,7 @@ class Engine:
         for run_id in runs:
             if run_id not in self._repairing and not self._closing:
                 self._repairing.add(run_id)
-                self.spawn(self._repair(run_id), f"repair-{run_id}")
-
-    async def _repair(self, run_id: int) -> None:
-        """Rebuild a run from the store once it takes writes again, and go on from there."""
-        delay = min(REPAIR_MAX, REPAIR_FIRST * 2 ** min(self._write_failures - 1, 8))
-        while not self._closing:
-            await asyncio.sleep(delay)
-            delay = min(REPAIR_MAX, delay * 2)
-            try:
-                async with self.run_lock(run_id):
-                    await self._rebuild(run_id)
-            except Exception as exc:  # the store still refuses writes: later
-                log.warning("could not reload a run yet", run=run_id, error=str(exc))
-                continue
-            break
-        # Attempts that ended while the rebuilt run was being written are recorded now.
-        for att, ended in list(self._ended.values()):
-            if att.task.run.id == run_id and att.task.run is self.runs.get(run_id):
-                self.spawn(self._record_end(att, ended), f"end-{att.uuid}")
-        self._dispatch_soon()
-
-    async def _rebuild(self, run_id: int) -> None:
-        """Replace a run's memory with what the store holds, then redo what was not written.
-
-        Attempts still running keep their watchers; ends that were decided but never written
-        are decided again on the rebuilt run.
-        """
-        loaded = await self.store.read(q.load_runs, [run_id])
-        old = self.runs.pop(run_id, None)
-        if old is not None:
-            self._forget(old)
-        if not loaded:
-            self._repairing.discard(run_id)
-            return
-        item = loaded[0]
-        run = self.build(item)
-        if old is not None:
-            run.done = old.done
-        ch = q.Changes(now_ns())
-        ch.run(run.id, updated_at=ch.at)  # a real write: it succeeds only if the store takes writes
-        if run.state in RUN_TERMINAL and item.attempts:
-            # Its end was written but an attempt started after it was too: it goes on.
-            run.state = RunState.RUNNING
-            ch.run(run.id, state=RunState.RUNNING, ended_at=None)
-        if run.state in RUN_TERMINAL:
-            self._repairing.discard(run_id)
-            await self.store.write(q.apply, ch)
-            run.done.set()
-            return
-        self.runs[run.id] = run
-        active = {row["task_id"]: row for row in item.attempts}
-        ends: list[tuple[LiveAttempt, Ended]] = []
-        adopt: list[tuple[TaskNode, Any]] = []
-        for task in run.tasks.values():
-            row = active.get(task.id)
-            if task.state is TaskState.RUNNING and row is not None:
-                att = self.live.get(row["uuid"])
-                pending = self._ended.get(row["uuid"])
-                if att is not None:
-                    att.task = task
-                    task.live = att
-                elif pending is not None:
-                    pending[0].task = task
-                    ends.append(pending)
-                else:  # not watched here (should not happen): hand it to its runner again
-                    adopt.append((task, row))
-            elif task.state is TaskState.RUNNING:
-                # Its attempt was never written: it never started.
-                task.state = TaskState.RETRY_WAIT
-                ch.task(run.id, task.id, state=TaskState.RETRY_WAIT, retry_at=ch.at)
-                self._set(task, TaskState.READY, ch, retry_at=None)
-            elif task.state is TaskState.READY:
-                self.ready.append(task)
-            elif task.state is TaskState.RETRY_WAIT:
-                self._arm_retry(task)
-        for att, ended in ends:
-            self._decide(att, ended, ch)
-        self._maybe_finish(run, ch)
-        try:
-            await self.store.write(q.apply, ch)
-        except Exception:
-            # Still not written: the next try starts again from the store.
-            self._forget(run)
-            if old is not None:
-                self.runs[run_id] = old
-            else:
-                self.runs.pop(run_id, None)
-            raise
-        for att, _ in ends:
-            self._ended.pop(att.uuid, None)
-        self._repairing.discard(run_id)
-        for task in run.tasks.values():
-            if task.state is TaskState.RETRY_WAIT and task.timer is None:
-                self._arm_retry(task)  # it came due while the write was under way
-        self._committed(ch)
-        for task, row in adopt:
-            self.spawn(self._adopt_again(task, row), f"adopt-{row['uuid']}")
-        log.info("reloaded a run after a failed write", run=run_id, ends=len(ends))
-
-    def _forget(self, run: RunNode) -> None:
-        """Drop a run's timers and queued tasks: its memory is about to be replaced."""
-        for task in run.tasks.values():
-            if task.timer is not None:
-                task.timer.cancel()
-                task.timer = None
-        self.ready = deque(t for t in self.ready if t.run is not run)
-
-    async def _adopt_again(self, task: TaskNode, row: Any) -> None:
-        from taskd.engine.recovery import adopt_attempt
-
-        att = adopt_attempt(self, task, row)
-        att.watcher = asyncio.current_task()  # type: ignore[assignment]
-        seen, tail = await self.store.read(output_q.positions, att.id)
-        info = {"seen": seen, "tail": tail, "started_at": row["started_at"]}
-        await self.watch(att, adopt=info)
+                self.spawn(repair(self, run_id), f"repair-{run_id}")
 
     # -- dispatch ---------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import structlog
 
 from taskd import definitions as defs
 from taskd import schedule as sched
-from taskd.errors import BadRequest, Conflict, NotFound
+from taskd.errors import BadRequest, Conflict, NotFound, StoreError
 from taskd.models import RunKind, Trigger, now_ns
 from taskd.store import definitions as dq
 from taskd.store.runs import RunPlan
@@ -94,7 +94,7 @@ class Scheduler:
         pending = {r["definition"] for r in await self.store.read(dq.waiting_slots)}
         pending |= {r["definition"] for r in await self.store.read(dq.open_triggers)}
         for name in pending:
-            self.engine.spawn(self._drain(name), f"drain-{name}")
+            self.engine.spawn(self._drain_until_done(name), f"drain-{name}")
 
     def _load(self, d: dq.Definition, last_slot: int | None, last_start: int | None) -> Entry:
         schedule = sched.parse_schedule(d.doc.get("schedule"))
@@ -300,7 +300,21 @@ class Scheduler:
 
     def _on_run_finished(self, run: RunNode) -> None:
         if run.kind == RunKind.PROCESS:
-            self.engine.spawn(self._drain(run.name), f"drain-{run.name}")
+            self.engine.spawn(self._drain_until_done(run.name), f"drain-{run.name}")
+
+    async def _drain_until_done(self, name: str) -> None:
+        """``_drain``, tried again while the store refuses writes: a waiting slot or trigger
+        must not wait for the next run's end (or a restart) to be taken up."""
+        delay = RETRY_FIRST
+        while True:
+            try:
+                await self._drain(name)
+                return
+            except StoreError as exc:
+                log.warning("could not start a waiting run; trying again", definition=name,
+                            retry_in=delay, error=str(exc))  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(RETRY_MAX, delay * 2)
 
     async def _drain(self, name: str) -> None:
         """Start what waited for the previous run of a definition: a slot, else a trigger."""
