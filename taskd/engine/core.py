@@ -93,6 +93,7 @@ class Engine:
         # Attempt ends decided in memory and not yet in the store, by attempt uuid.
         self._ended: dict[str, tuple[LiveAttempt, Ended]] = {}
         self._write_failures = 0
+        self.writable = asyncio.Event()  # cleared while engine writes fail; repairs wait on it
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -385,6 +386,7 @@ class Engine:
             self._write_failed(ch, exc)
             raise
         self._write_failures = 0
+        self.writable.set()
         self._committed(ch)
         return ids
 
@@ -409,6 +411,7 @@ class Engine:
         runs = set(ch.runs) | {h[0] for h in ch.history} | {g[0] for g in ch.generated}
         runs |= {a["run_id"] for a in ch.new_attempts}
         self._write_failures += 1
+        self.writable.clear()
         log.error("a write failed; reloading its runs from the store", runs=sorted(runs),
                   error=str(exc))  # fmt: skip
         for run_id in runs:

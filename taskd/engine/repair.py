@@ -10,6 +10,7 @@ that were decided but never written are decided again on the rebuilt run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,12 +51,15 @@ async def repair(engine: Engine, run_id: int) -> None:
     """Rebuild a run from the store once it takes writes again, and go on from there."""
     delay = min(REPAIR_MAX, REPAIR_FIRST * 2 ** min(engine._write_failures - 1, 8))
     while not engine._closing:
-        await asyncio.sleep(delay)
+        # Sooner if another write of the engine went through: the store takes writes again.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(engine.writable.wait(), delay)
         delay = min(REPAIR_MAX, delay * 2)
         try:
             async with engine.run_lock(run_id):
                 await rebuild(engine, run_id)
         except Exception as exc:  # the store still refuses writes: later
+            engine.writable.clear()
             log.warning("could not reload a run yet", run=run_id, error=str(exc))
             continue
         break
@@ -72,7 +76,8 @@ async def rebuild(engine: Engine, run_id: int) -> None:
     Attempts still running keep their watchers; ends that were decided but never written
     are decided again on the rebuilt run.
     """
-    loaded = await engine.store.read(q.load_runs, [run_id])
+    # Read on the writer: queued after every write asked for so far, so it sees them all.
+    loaded = await engine.store.write(q.load_runs, [run_id])
     old = engine.runs.pop(run_id, None)
     if old is not None:
         forget(engine, old)
