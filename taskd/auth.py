@@ -96,6 +96,11 @@ class Authenticator:
         return ANONYMOUS
 
 
+    def forget(self, hashed: str) -> None:
+        """Drop a revoked token from the cache so it stops working at once."""
+        self._cache.pop(hashed, None)
+
+
 async def issue_token(store: Store, role: str, name: str) -> str:
     """A new viewer or admin token; printed once, stored only as its hash."""
     token = secrets.token_urlsafe(32)

@@ -45,6 +45,9 @@ def parse_definition(body: Any, path_name: str) -> dict[str, Any]:
         "missed_slots": doc.str("missed_slots", sched.DEFAULT_MISSED_POLICY),
         "notifications": doc.list("notifications"),
     }
+    managed = doc.str("managed_by_file", None)
+    if managed is not None:  # set by `taskd apply`: API edits then need the file, or force
+        out["managed_by_file"] = managed
     if out["overlap_action"] not in OVERLAP_ACTIONS:
         problems.add(f"overlap_action must be one of {', '.join(OVERLAP_ACTIONS)}")
     if out["missed_slots"] not in sched.MISSED_POLICIES:
@@ -144,6 +147,17 @@ def check_graph(tasks: list[dict[str, Any]], problems: Problems) -> None:
     cycle = find_cycle(parents)
     if cycle:
         problems.add("the dependencies contain a cycle: " + " -> ".join(cycle))
+
+
+def managed_conflict(name: str, current: dict[str, Any] | None, new_file: str | None) -> str | None:
+    """Why an API change of a file-managed definition is refused (None: it is not)."""
+    managed = (current or {}).get("managed_by_file")
+    if not managed or managed == new_file:
+        return None
+    return (
+        f"process definition {name!r} is managed by the file {managed}: change that file and"
+        " run `taskd apply`, or force this change (?force=true, `--force`)"
+    )
 
 
 def job_of(executable: dict[str, Any]) -> JobSpec:

@@ -66,6 +66,6 @@ def on_start(app: web.Application, start, stop=None) -> None:
 
 def families() -> list:
     """The modules whose ``setup(app)`` adds routes: one per API family."""
-    from taskd.api import common, dagruns, openapi, processes, tasks, workqueue
+    from taskd.api import admin, common, dagruns, openapi, processes, tasks, workqueue
 
-    return [common, processes, dagruns, tasks, workqueue, openapi]
+    return [common, processes, dagruns, tasks, workqueue, admin, openapi]

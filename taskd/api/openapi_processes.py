@@ -121,6 +121,9 @@ SCHEMAS = {
             "notifications": nullable(arr(ANY)),
             "schedule": nullable(ref("Schedule")),
             "task_definitions": arr(ref("TaskDefinition"), minItems=1),
+            "managed_by_file": described(
+                nullable(STR), "set by `taskd apply`: the file that holds this definition"
+            ),
         },
         ["process_definition_name", "task_definitions"],
         description="Task names are unique; dependencies name tasks of the definition, no cycle.",
@@ -135,6 +138,7 @@ SCHEMAS = {
             "notifications": arr(ANY),
             "schedule": ref("Schedule"),
             "task_definitions": arr(ref("TaskDefinition")),
+            "managed_by_file": STR,
             "version": INT,
             "created_at": TIME,
             "updated_at": TIME,
@@ -221,16 +225,21 @@ OPERATIONS = {
         body=ref("ProcessDefinitionInput"),
         response=ref("ProcessDefinition"),
         links=DEFINITION_LINKS,
+        query={"force": described(BOOL, "change a definition a file manages (`managed_by_file`)")},
+        errors=(409,),
     ),
     "DELETE /api/process_definitions/{name}": Op(
         "Delete a process definition",
         "Its processes stay as history.",
         path=NAME_PATH,
         status=204,
+        query={"force": described(BOOL, "change a definition a file manages (`managed_by_file`)")},
+        errors=(409,),
     ),
     "POST /api/process_definitions/{name}/trigger": Op(
         "Start a process of the definition now",
-        "With `overlap_action` wait and a process still running, the trigger waits for it.",
+        "With `overlap_action` wait and a process still running, the trigger waits for it."
+        " When a process started at once, the `X-Taskd-Process-Id` header names it.",
         path=NAME_PATH,
         query={"task_definition_name": STR},
         status=204,

@@ -16,7 +16,7 @@ from taskd.api.guard import access
 from taskd.api.http import json_response, query_int, read_json
 from taskd.api.keys import SERVICES
 from taskd.api.tasklogs import stream_output
-from taskd.errors import BadRequest
+from taskd.errors import BadRequest, Conflict, NotFound
 from taskd.models import RunKind, now_ns
 from taskd.store import definitions as dq
 from taskd.store import processes as pq
@@ -146,6 +146,19 @@ async def get_definition(request: web.Request) -> web.Response:
     return json_response(definition_json(d))
 
 
+async def refuse_if_managed(request: web.Request, name: str, new_file: str | None) -> None:
+    """409 for an API change of a definition a file manages, unless ``?force=true``."""
+    if request.query.get("force", "").lower() in ("1", "true", "yes"):
+        return
+    try:
+        current = await request.app[SERVICES].store.read(dq.get, name)
+    except NotFound:
+        return
+    why = defs.managed_conflict(name, current.doc, new_file)
+    if why:
+        raise Conflict(why)
+
+
 @routes.put("/api/process_definitions/{name}")
 @access("admin")
 async def put_definition(request: web.Request) -> web.Response:
@@ -155,6 +168,7 @@ async def put_definition(request: web.Request) -> web.Response:
     errors = svc.engine.refusal(defs.templates(doc))
     if errors:
         raise BadRequest("invalid process definition: a task can never run here", details=errors)
+    await refuse_if_managed(request, name, doc.get("managed_by_file"))
     d = await svc.store.write(dq.put, name, doc, now_ns())
     await svc.scheduler.refresh(name)
     return json_response(definition_json(d))
@@ -165,6 +179,7 @@ async def put_definition(request: web.Request) -> web.Response:
 async def delete_definition(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     name = request.match_info["name"]
+    await refuse_if_managed(request, name, None)
     await svc.store.write(dq.delete, name)
     await svc.scheduler.refresh(name)
     return no_content()
@@ -175,8 +190,11 @@ async def delete_definition(request: web.Request) -> web.Response:
 async def trigger(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     task = request.query.get("task_definition_name") or None
-    await svc.scheduler.trigger(request.match_info["name"], task)
-    return no_content()
+    started = await svc.scheduler.trigger(request.match_info["name"], task)
+    resp = no_content()
+    if started is not None:  # lets a client follow the run it started (taskd trigger --wait)
+        resp.headers["X-Taskd-Process-Id"] = started.uuid
+    return resp
 
 
 async def set_paused(request: web.Request, paused: bool) -> web.Response:

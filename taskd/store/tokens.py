@@ -17,6 +17,23 @@ def insert_token(db: sqlite3.Connection, hashed: str, role: str, name: str, at: 
     )
 
 
+def all_tokens(db: sqlite3.Connection) -> list[sqlite3.Row]:
+    return db.execute(
+        "SELECT hash, role, name, created_at FROM api_tokens ORDER BY created_at"
+    ).fetchall()
+
+
+def delete_token(db: sqlite3.Connection, prefix: str) -> str | None:
+    """Remove the one token whose hash starts with ``prefix``; its hash, or None."""
+    rows = db.execute(
+        "SELECT hash FROM api_tokens WHERE substr(hash, 1, ?) = ?", (len(prefix), prefix)
+    ).fetchall()
+    if len(rows) != 1:
+        return None
+    db.execute("DELETE FROM api_tokens WHERE hash = ?", (rows[0]["hash"],))
+    return rows[0]["hash"]
+
+
 def attempt_token_hash(db: sqlite3.Connection, attempt_uuid: str) -> str | None:
     row = db.execute("SELECT token_hash FROM attempts WHERE uuid = ?", (attempt_uuid,)).fetchone()
     return row["token_hash"] if row else None

@@ -31,6 +31,7 @@ PUBLIC = {
     ("GET", "/worker/get/{id}"),
     ("GET", "/project/get/{id}"),  # hidden projects only for admins and viewers
     ("GET", "/project/list"),
+    ("GET", "/api/schemas/definition.json"),  # static: editors fetch it without a token
 }
 # Worker routes: public to the guard, they authenticate X-Worker-ID / X-Secret themselves.
 WORKER = {

@@ -1,4 +1,7 @@
-"""The ``taskd`` command: serve, backup, tokens. No logic here beyond reading options."""
+"""Server-side commands: ``taskd serve``, and the local ``backup``/``token create``.
+
+No logic here beyond reading options; these are the only commands that open the database.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from typing import NoReturn
 import click
 import structlog
 
-from taskd import __version__
+from taskd.cli.client import record_local_server
+from taskd.cli.root import main
 from taskd.config import Settings, default_local_user, host_memory_mb, job_user
 
 
@@ -35,12 +39,6 @@ def configure_logging(fmt: str, level: str) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
-
-
-@click.group()
-@click.version_option(__version__, prog_name="taskd")
-def main() -> None:
-    """taskd: a self-hosted job scheduler for small teams."""
 
 
 DB_OPTION = click.option(
@@ -267,6 +265,9 @@ def serve(**opts) -> None:
 
     def started(_: str) -> None:  # aiohttp calls this once the app has started and listens
         structlog.get_logger("taskd").info("taskd serving", url=settings.url, db=str(settings.db))
+        if not settings.admin_token:
+            # Lets `taskd trigger ...` in another terminal find this server and its token file.
+            record_local_server(settings.url, settings.token_file)
 
     try:
         web.run_app(
@@ -285,11 +286,8 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-@main.command()
-@DB_OPTION
-@click.argument("dest", type=click.Path(path_type=Path))
-def backup(db: Path, dest: Path) -> None:
-    """Write a consistent copy of the (live) database to DEST."""
+def backup_file(db: Path, dest: Path) -> None:
+    """A consistent copy of the (live) database file (``taskd backup --db``)."""
     if not db.exists():
         raise click.ClickException(f"no database at {db}")
     if dest.exists():
@@ -301,20 +299,10 @@ def backup(db: Path, dest: Path) -> None:
     finally:
         out.close()
         src.close()
-    click.echo(f"backed up {db} to {dest}")
 
 
-@main.group()
-def token() -> None:
-    """Issue API tokens."""
-
-
-@token.command("create")
-@DB_OPTION
-@click.option("--role", type=click.Choice(["viewer", "admin"]), default="viewer", show_default=True)
-@click.option("--name", required=True, help="Who or what the token is for.")
-def token_create(db: Path, role: str, name: str) -> None:
-    """Create a token (printed once; only its hash is stored)."""
+def create_token_in(db: Path, role: str, name: str) -> str:
+    """A new token written straight into the database file (``taskd token create --db``)."""
     import asyncio
 
     from taskd.auth import issue_token
@@ -327,7 +315,7 @@ def token_create(db: Path, role: str, name: str) -> None:
         finally:
             await store.close()
 
-    click.echo(asyncio.run(run()))
+    return asyncio.run(run())
 
 
 if __name__ == "__main__":
