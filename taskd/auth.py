@@ -95,7 +95,6 @@ class Authenticator:
                 return Principal("task", attempt_uuid=attempt_uuid)
         return ANONYMOUS
 
-
     def forget(self, hashed: str) -> None:
         """Drop a revoked token from the cache so it stops working at once."""
         self._cache.pop(hashed, None)
