@@ -32,8 +32,9 @@ class FormError(CliError):
     """A problem in a definition file, at a place in it."""
 
 
-def fail(file: Path, node: Any, key: Any, message: str) -> FormError:
-    pos = position(node, key) or position(node)
+def fail(file: Path, node: Any, key: Any, message: str, value: bool = False) -> FormError:
+    """A problem at ``node`` (its ``key``, or with ``value`` that key's value) in ``file``."""
+    pos = position(node, key, value) or position(node)
     where = f"{file}:{pos[0]}:{pos[1]}" if pos else str(file)
     return FormError(f"{where}: {message}")
 
@@ -68,7 +69,13 @@ def to_api(node: Any, file: Path) -> dict[str, Any]:
     tasks = pick(file, node, "tasks", "task_definitions")
     key = "tasks" if "tasks" in node else "task_definitions"
     if not isinstance(tasks, list) or not tasks:
-        raise fail(file, node, key if key in node else None, "tasks must list at least one task")
+        raise fail(
+            file,
+            node,
+            key if key in node else None,
+            "tasks must list at least one task",
+            value=True,
+        )
     body["task_definitions"] = [task_of(file, tasks, i) for i in range(len(tasks))]
     return body
 
@@ -88,6 +95,7 @@ def schedule_of(file: Path, node: Any) -> Any:
                 node,
                 "schedule",
                 f"a cron line has 5 fields (or 6, seconds first), got {len(fields)}",
+                value=True,
             )
         cron = dict(zip(("seconds", "minutes", "hours", "day_of_month", "month", "day_of_week"),
                         fields, strict=True))  # fmt: skip

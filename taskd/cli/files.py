@@ -59,14 +59,17 @@ def plain(value: Any) -> Any:
     return value
 
 
-def position(node: Any, key: Any = None) -> tuple[int, int] | None:
-    """1-based (line, column) of ``node`` (or of its ``key``) when the loader recorded it."""
+def position(node: Any, key: Any = None, value: bool = False) -> tuple[int, int] | None:
+    """1-based (line, column) of ``node``, of its ``key``, or (``value``) of that key's value."""
     lc = getattr(node, "lc", None)
     if lc is None:
         return None
     try:
         if key is not None:
-            line, col = lc.key(key) if isinstance(node, dict) else lc.item(key)
+            if not isinstance(node, dict):
+                line, col = lc.item(key)
+            else:
+                line, col = lc.value(key) if value else lc.key(key)
         else:
             line, col = lc.line, lc.col
     except (KeyError, IndexError, TypeError):
