@@ -141,6 +141,20 @@ def worker() -> None:
     """Work queue workers."""
 
 
+@worker.command("create")
+@click.option("--alias", default="", help="A name for people.")
+@output_option
+@click.pass_obj
+def worker_create(obj: dict[str, Any], alias: str, output: str) -> None:
+    """Register a worker; its secret is shown this once."""
+    made = run(obj, lambda c: content(c, "POST", "/worker/create", json={"alias": alias}))
+    made = made["worker"]
+    if output != "table":
+        emit(made, output)
+        return
+    click.echo(f"WORKER_ID={made['id']}\nWORKER_SECRET={made['secret']}")
+
+
 @worker.command("list")
 @output_option
 @click.pass_obj
