@@ -93,7 +93,10 @@ def dag_submit(obj: dict[str, Any], file: Path, params: tuple[str, ...], wait: b
 
     result = run(obj, work)
     if not wait:
-        emit(result, output) if output != "table" else click.echo(f"run {result['runID']}")
+        if output == "table":
+            click.echo(f"run {result['runID']}")
+        else:
+            emit(result, output)
         return
     state = dag_state(result)
     if output == "table":
@@ -124,6 +127,14 @@ def task_path(app: str, task_id: str) -> str:
     return f"/apis/v1/tasks/{quote(app, safe='')}/instances/{quote(task_id, safe='')}"
 
 
+async def get_task(client: Client, app: str, task_id: str) -> dict[str, Any]:
+    """A task's record; Drove answers an unknown one with 200 and status FAILED."""
+    reply = await client.call("GET", task_path(app, task_id), what=f"no task {app}/{task_id}")
+    if not isinstance(reply, dict) or reply.get("status") != "SUCCESS" or "data" not in reply:
+        raise CliError(f"not found: no task {app}/{task_id}")
+    return reply["data"]
+
+
 @task.command("create")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @output_option
@@ -136,9 +147,10 @@ def task_create(obj: dict[str, Any], file: Path, output: str) -> None:
     if "type" not in body:
         body = {"type": "CREATE", "spec": body, "opSpec": {"timeout": "5m"}}
     reply = run(obj, lambda c: c.call("POST", "/apis/v1/tasks/operations", json=body))
-    emit(reply["data"], output) if output != "table" else click.echo(
-        f"created {reply['data']['taskId']}"
-    )
+    if output == "table":
+        click.echo(f"created {reply['data']['taskId']}")
+    else:
+        emit(reply["data"], output)
 
 
 @task.command("kill")
@@ -161,9 +173,7 @@ def task_kill(obj: dict[str, Any], app: str, task_id: str, timeout: str) -> None
 @click.pass_obj
 def task_show(obj: dict[str, Any], app: str, task_id: str, output: str) -> None:
     """One task: state, result, times."""
-    reply = run(obj, lambda c: c.call("GET", task_path(app, task_id),
-                                      what=f"no task {app}/{task_id}"))  # fmt: skip
-    data = reply["data"]
+    data = run(obj, lambda c: get_task(c, app, task_id))
     if output != "table":
         emit(data, output)
         return
@@ -189,9 +199,7 @@ def task_logs(obj: dict[str, Any], app: str, task_id: str, follow: bool, file_na
     async def work(client: Client) -> None:
         offset = 0
         while True:
-            info = await client.call("GET", task_path(app, task_id),
-                                     what=f"no task {app}/{task_id}")  # fmt: skip
-            done = info["data"].get("state") in TASK_DONE
+            done = (await get_task(client, app, task_id)).get("state") in TASK_DONE
             while True:  # everything written so far
                 files = await client.call("GET", f"{base}/list")
                 if file_name not in files.get("files", []):
