@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,13 @@ from taskd.cli.root import main
 SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def files_of(paths: tuple[Path, ...]) -> list[Path]:
+def files_of(paths: tuple[Path, ...], recursive: bool) -> list[Path]:
+    """The files to read: each file given, and the definition files of each directory."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+            walk = path.rglob("*") if recursive else path.glob("*")
+            found += sorted(p for p in walk if p.suffix in SUFFIXES and p.is_file())
         elif path.exists():
             found.append(path)
         else:
@@ -44,8 +47,19 @@ def mark_of(path: Path) -> str:
     return str(path.resolve()) if rel.startswith("..") else rel
 
 
-def under(mark: str, roots: list[str]) -> bool:
-    return any(mark == r or mark.startswith(r.rstrip("/") + "/") or r == "." for r in roots)
+def covered(mark: str, paths: tuple[Path, ...], recursive: bool) -> bool:
+    """Whether the file named by ``mark`` is one this apply reads (or would, had it stayed)."""
+    for path in paths:
+        if not path.is_dir():
+            if mark == mark_of(path):
+                return True
+            continue
+        root = mark_of(path)
+        parent = os.path.dirname(mark) or "."
+        inside = root == "." or mark.startswith(root.rstrip("/") + "/")
+        if Path(mark).suffix in SUFFIXES and (parent == root or (recursive and inside)):
+            return True
+    return False
 
 
 @dataclass
@@ -64,9 +78,9 @@ class Source:
     body: dict[str, Any]
 
 
-def read_sources(paths: tuple[Path, ...]) -> dict[str, Source]:
+def read_sources(paths: tuple[Path, ...], recursive: bool) -> dict[str, Source]:
     sources: dict[str, Source] = {}
-    for file in files_of(paths):
+    for file in files_of(paths, recursive):
         for node in load_documents(file):
             body = to_api(node, file)
             name = body["process_definition_name"]
@@ -81,8 +95,8 @@ def yaml_lines(form: dict[str, Any]) -> list[str]:
     return dump_yaml(form).splitlines(keepends=True)
 
 
-def plan(sources: dict[str, Source], server: list[dict[str, Any]], prune_roots: list[str] | None
-         ) -> list[Planned]:  # fmt: skip
+def plan(sources: dict[str, Source], server: list[dict[str, Any]],
+         prune: Callable[[str], bool] | None) -> list[Planned]:  # fmt: skip
     existing = {d["process_definition_name"]: d for d in server}
     out: list[Planned] = []
     for name, src in sources.items():
@@ -107,10 +121,10 @@ def plan(sources: dict[str, Source], server: list[dict[str, Any]], prune_roots: 
             if current.get(MANAGED) not in (None, mark):
                 diff.insert(0, f"# now managed by {mark}, was {current[MANAGED]}\n")
             out.append(Planned(name, "update", mark, body, diff))
-    if prune_roots is not None:
+    if prune is not None:  # covered(mark) for the paths of this apply
         for name, current in existing.items():
             mark = current.get(MANAGED)
-            if mark and name not in sources and under(mark, prune_roots):
+            if mark and name not in sources and prune(mark):
                 out.append(Planned(name, "delete", mark))
     return out
 
@@ -151,6 +165,7 @@ def escape(text: str) -> str:
     type=click.Path(path_type=Path),
     help="A file or directory (repeatable).",
 )
+@click.option("-R", "--recursive", is_flag=True, help="Read directories' subdirectories too.")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
 @click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
 @click.option(
@@ -159,11 +174,14 @@ def escape(text: str) -> str:
     help="Delete definitions from these files/dirs that they no longer hold.",
 )
 @click.pass_obj
-def apply(obj: dict[str, Any], paths: tuple[Path, ...], yes: bool, dry_run: bool,
-          prune: bool) -> None:  # fmt: skip
-    """Create or update definitions from YAML/JSON files (one definition per document)."""
-    sources = read_sources(paths)
-    roots = [mark_of(p) for p in paths] if prune else None
+def apply(obj: dict[str, Any], paths: tuple[Path, ...], recursive: bool, yes: bool,
+          dry_run: bool, prune: bool) -> None:  # fmt: skip
+    """Create or update definitions from YAML/JSON files (one definition per document).
+
+    A directory means its *.yaml, *.yml and *.json files (with -R, those below it too).
+    """
+    sources = read_sources(paths, recursive)
+    roots = (lambda mark: covered(mark, paths, recursive)) if prune else None
 
     async def work(client: Client) -> None:
         server = await client.call("GET", "/api/process_definitions")

@@ -62,7 +62,7 @@ def test_apply_creates_updates_with_a_diff_and_prunes(cli: Cli, server: Server, 
     defs_dir = tmp_path / "defs"
     write(defs_dir / "nightly.yaml", NIGHTLY)
     write(defs_dir / "more" / "two.yml", TWO)
-    out = cli.ok("apply", "-f", "defs", "--yes")
+    out = cli.ok("apply", "-f", "defs", "-R", "--yes")
     assert "+ create nightly" in out and "+ create first" in out and "+ create second" in out
     assert "3 to create, 0 to update, 0 to delete, 0 unchanged" in out
     stored = definitions(server)
@@ -81,17 +81,21 @@ def test_apply_creates_updates_with_a_diff_and_prunes(cli: Cli, server: Server, 
     version = nightly["version"]
 
     # Unchanged files change nothing (no new version).
-    assert "0 to create, 0 to update, 0 to delete, 3 unchanged" in cli.ok("apply", "-f", "defs")
+    assert "0 to create, 0 to update, 0 to delete, 3 unchanged" in cli.ok("apply", "-f", "defs",
+                                                                          "-R")  # fmt: skip
+    # Without -R a directory is its own files only, and pruning keeps to them too.
+    only_top = cli.ok("apply", "-f", "defs", "--prune", "--dry-run")
+    assert "1 unchanged" in only_top and "delete" not in only_top.replace("0 to delete", "")
     assert definitions(server)["nightly"]["version"] == version
 
     # An edit shows a diff; --dry-run and a missing confirmation change nothing.
     write(defs_dir / "nightly.yaml", NIGHTLY.replace("max_attempts: 3", "max_attempts: 5"))
-    dry = cli.ok("apply", "-f", "defs", "--dry-run")
+    dry = cli.ok("apply", "-f", "defs", "-R", "--dry-run")
     assert "~ update nightly" in dry
     assert "-  max_attempts: 3" in dry and "+  max_attempts: 5" in dry
-    assert "confirm on a terminal, or pass --yes" in cli.fails("apply", "-f", "defs")
+    assert "confirm on a terminal, or pass --yes" in cli.fails("apply", "-f", "defs", "-R")
     assert definitions(server)["nightly"]["version"] == version
-    cli.ok("apply", "-f", "defs", "-y")
+    cli.ok("apply", "-f", "defs", "-R", "-y")
     assert definitions(server)["nightly"]["task_definitions"][0]["max_attempts"] == 5
 
     # Pruning removes what the files no longer hold, and only that.
@@ -100,9 +104,9 @@ def test_apply_creates_updates_with_a_diff_and_prunes(cli: Cli, server: Server, 
             {"task_definition_name": "a",
              "executable": {"shell_script_command": {"script": "true"}}}]}))  # fmt: skip
     (defs_dir / "more" / "two.yml").write_text(TWO.split("---")[0])
-    plain = cli.ok("apply", "-f", "defs", "--yes")
+    plain = cli.ok("apply", "-f", "defs", "-R", "--yes")
     assert "0 to delete" in plain and "second" in definitions(server)
-    pruned = cli.ok("apply", "-f", "defs", "--prune", "--yes")
+    pruned = cli.ok("apply", "-f", "defs", "-R", "--prune", "--yes")
     assert "- delete second" in pruned and "1 to delete" in pruned
     assert set(definitions(server)) == {"nightly", "first", "by-api"}
 

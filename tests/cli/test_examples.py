@@ -17,6 +17,13 @@ from tests.server import Server
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+def test_the_examples_directory_holds_the_definitions(cli: Cli, server: Server):
+    out = cli.ok("apply", "-f", str(EXAMPLES), "--dry-run")
+    assert "4 to create, 0 to update, 0 to delete" in out
+    for name in ("hello", "nightly-backup", "fan-out-fan-in", "health-check"):
+        assert f"+ create {name}" in out
+
+
 def test_hello(cli: Cli, server: Server):
     cli.ok("apply", "-f", str(EXAMPLES / "hello.yaml"), "--yes")
     run = json.loads(cli.ok("trigger", "hello", "--wait", "-o", "json"))
@@ -48,7 +55,7 @@ def test_health_check(cli: Cli, server: Server):
 
 
 def test_daggy_dag_with_parameters_and_a_generator(cli: Cli, server: Server):
-    path = str(EXAMPLES / "daggy-dag.yaml")
+    path = str(EXAMPLES / "dag" / "params-and-generator.yaml")
     assert cli.ok("dag", "validate", path).strip().endswith("valid")
     run = json.loads(cli.ok("dag", "submit", path, "-p", "REGION=eu,us,asia", "--wait",
                             "-o", "json"))  # fmt: skip

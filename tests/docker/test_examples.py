@@ -67,7 +67,7 @@ def example_server(tmp_path, docker_ready):
 def local_copy(tmp_path: Path, name: str) -> Path:
     text = (EXAMPLES / name).read_text()
     assert NAMED in text
-    copy = tmp_path / name
+    copy = tmp_path / Path(name).name
     copy.write_text(text.replace(NAMED, LOCAL))
     return copy
 
@@ -87,7 +87,7 @@ def test_nightly_backup_in_a_container(example_server: Server, tmp_path):
 
 def test_drove_task_create_logs_show_kill(example_server: Server, tmp_path):
     cli = Cli(tmp_path, example_server)
-    spec = local_copy(tmp_path, "drove-task.yaml")
+    spec = local_copy(tmp_path, "drove/hello-task.yaml")
     assert cli.ok("task", "create", str(spec)).strip() == "created EXAMPLES-hello-1"
     out = cli.ok("task", "logs", "EXAMPLES", "hello-1", "-f", timeout=120)
     assert out == "hello from container task hello-1\n"
