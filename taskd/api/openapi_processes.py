@@ -243,6 +243,7 @@ OPERATIONS = {
         path=NAME_PATH,
         query={"task_definition_name": STR},
         status=204,
+        response_headers={"X-Taskd-Process-Id": UUID},
     ),
     "POST /api/process_definitions/{name}/pause": Op(
         "Pause the schedule", path=NAME_PATH, status=204

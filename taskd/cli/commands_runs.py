@@ -65,13 +65,20 @@ async def get_process(client: Client, process_id: str) -> dict[str, Any]:
                              what=f"no process {process_id!r}")  # fmt: skip
 
 
-async def started_after(client: Client, name: str, since: str) -> dict[str, Any]:
-    """The first process of ``name`` started at or after ``since`` (a waiting trigger)."""
+async def process_ids(client: Client, name: str) -> set[str]:
+    found = await client.call(
+        "GET", "/api/processes", params={"process_definition_name": name, "max_records": "100"}
+    )
+    return {p["process_id"] for p in found}
+
+
+async def started_later(client: Client, name: str, known: set[str]) -> dict[str, Any]:
+    """The first manual process of ``name`` not in ``known`` (a trigger that waited its turn)."""
     while True:
         found = await client.call(
             "GET", "/api/processes", params={"process_definition_name": name, "max_records": "20"}
         )
-        fresh = [p for p in found if p["start_time"] >= since and p.get("trigger") == "manual"]
+        fresh = [p for p in found if p["process_id"] not in known and p.get("trigger") == "manual"]
         if fresh:
             return min(fresh, key=lambda p: p["start_time"])
         await asyncio.sleep(POLL)
@@ -101,11 +108,10 @@ async def wait_for(client: Client, process_id: str, live: bool) -> dict[str, Any
 @click.pass_obj
 def trigger(obj: dict[str, Any], name: str, task: str | None, wait: bool, output: str) -> None:
     """Start a run of a definition now."""
-    since = datetime.now(UTC) - timedelta(seconds=1)
-    since_text = since.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     async def work(client: Client) -> dict[str, Any] | None:
         params = {"task_definition_name": task} if task else None
+        known = await process_ids(client, name) if wait else set()
         async with client.open("POST", def_path(name, "/trigger"), params=params,
                                what=f"no definition named {name!r}") as resp:  # fmt: skip
             process_id = resp.headers.get("X-Taskd-Process-Id")
@@ -113,7 +119,7 @@ def trigger(obj: dict[str, Any], name: str, task: str | None, wait: bool, output
             return {"process_id": process_id, "process_definition_name": name}
         if process_id is None:
             click.echo(f"{name}: waiting for the running process to end first", err=True)
-            process_id = (await started_after(client, name, since_text))["process_id"]
+            process_id = (await started_later(client, name, known))["process_id"]
         return await wait_for(client, process_id, live=sys.stderr.isatty())
 
     result = run(obj, work)

@@ -95,6 +95,27 @@ def test_trigger_wait_exit_codes_run_show_logs(cli: Cli, server: Server):
     assert {t["task_definition_name"] for t in only["task"]} == {"second"}
 
 
+def test_trigger_wait_follows_a_trigger_that_waits_its_turn(cli: Cli, server: Server, tmp_path):
+    """overlap_action wait: the new process starts when the running one ends."""
+    flag = tmp_path / "release"
+    put(server, "one-at-a-time", sh("a", f"while [ ! -e {flag} ]; do sleep 0.1; done"),
+        overlap_action="wait")  # fmt: skip
+    first = json.loads(cli.ok("trigger", "one-at-a-time", "-o", "json"))["process_id"]
+    assert first
+    with subprocess.Popen([sys.executable, "-m", "taskd", "trigger", "one-at-a-time", "--wait",
+                           "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=cli.env) as waiting:  # fmt: skip
+        try:
+            assert "waiting for the running process" in waiting.stderr.readline()
+            flag.touch()
+            out, _ = waiting.communicate(timeout=60)
+        finally:
+            waiting.kill()
+    assert waiting.returncode == 0
+    second = json.loads(out)
+    assert second["status"] == "succeeded" and second["process_id"] != first
+
+
 def test_runs_filters_and_tables(cli: Cli, server: Server):
     put(server, "ok", sh("a", "true"))
     put(server, "ko", sh("a", "false"))
