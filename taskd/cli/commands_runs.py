@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import click
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -195,7 +196,7 @@ def show_process(process: dict[str, Any], output: str) -> None:
         if r["attempts"] > 1 or r["status"] == "failed":
             for a in r["history"]:
                 extra = f" exit {a['exit_code']}" if a.get("exit_code") is not None else ""
-                extra += f" ({a['reason']})" if a.get("reason") else ""
+                extra += f" ({escape(a['reason'])})" if a.get("reason") else ""
                 node.add(
                     f"attempt {a['previous_attempt_count'] + 1}: {styled(a['status'])}"
                     f"{extra}  {duration(seconds_between(a['start_time'], a['end_time']))}"

@@ -53,7 +53,7 @@ def dag_table(run_doc: dict[str, Any]) -> Table:
     table.add_column("STATE")
     table.add_column("ATTEMPTS")
     for name, state in run_doc["taskStates"].items():
-        table.add_row(name, styled(state), str(len(run_doc["taskAttempts"].get(name, []))))
+        table.add_row(cell(name), styled(state), str(len(run_doc["taskAttempts"].get(name, []))))
     return table
 
 
@@ -180,7 +180,7 @@ def task_show(obj: dict[str, Any], app: str, task_id: str, output: str) -> None:
     result = data.get("taskResult") or {}
     emit({"task": f"{app}/{task_id}", "state": styled(data.get("state")),
           "result": result.get("status"), "exit code": result.get("exitCode"),
-          "image": cell((data.get("executable") or {}).get("url")),
+          "image": (data.get("executable") or {}).get("url"),
           "created": when(data.get("created")), "updated": when(data.get("updated")),
           "error": data.get("errorMessage") or None}, "table")  # fmt: skip
 

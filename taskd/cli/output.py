@@ -14,6 +14,7 @@ from typing import Any
 import click
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -64,14 +65,21 @@ def emit(
     console().print(table)
 
 
+class Markup(str):
+    """Text that carries rich markup on purpose (every other cell is escaped)."""
+
+
 def cell(value: Any) -> str:
+    """A table cell: data is escaped, so a ``[`` in a script or message prints as itself."""
+    if isinstance(value, Markup):
+        return value
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (dict, list)):
-        return orjson.dumps(value).decode()
-    return str(value)
+        return escape(orjson.dumps(value).decode())
+    return escape(str(value))
 
 
 STATE_STYLES = {
@@ -84,9 +92,9 @@ STATE_STYLES = {
 def styled(state: str | None) -> str:
     """A state word in its colour (rich markup; plain when not on a terminal)."""
     if not state:
-        return "-"
+        return Markup("-")
     style = STATE_STYLES.get(state)
-    return f"[{style}]{state}[/{style}]" if style else state
+    return Markup(f"[{style}]{escape(state)}[/{style}]" if style else escape(state))
 
 
 def when(ms_or_iso: Any) -> str:

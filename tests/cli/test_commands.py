@@ -247,3 +247,10 @@ def test_shell_completion_script():
     out = subprocess.run([sys.executable, "-m", "taskd", "completion", "bash"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "_TASKD_COMPLETE" in out
+
+
+def test_tables_print_brackets_in_data_as_they_are(cli: Cli, server: Server):
+    """Cells are data, not markup: a name like ``p[/x]`` neither breaks nor vanishes."""
+    cli.ok("queue", "project", "create", "p[/x]")
+    assert "p[/x]" in cli.ok("queue", "project", "list")
+    assert "p[/x]" in cli.ok("queue", "project", "show", "p[/x]")
