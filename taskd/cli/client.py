@@ -140,12 +140,9 @@ def error_text(body: Any) -> str:
     details = body.get("errors")
     if details is None and isinstance(body.get("data"), dict):
         details = body["data"].get("validationErrors")
+    details = [str(d) for d in details or () if str(d) not in str(message)]
     if details:
-        message = (
-            f"{message}: {'; '.join(str(d) for d in details)}"
-            if message
-            else "; ".join(str(d) for d in details)
-        )
+        message = f"{message}: {'; '.join(details)}" if message else "; ".join(details)
     return str(message) or "request failed"
 
 
