@@ -51,13 +51,19 @@ def task_rows(process: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def run_table(process: dict[str, Any]) -> Table:
+def run_table(process: dict[str, Any], expected: list[str] = ()) -> Table:
+    """The live view of a run: its tasks, and (``expected``) those that have not started."""
     table = Table(title=f"process {process['process_id']} ({styled(process['status'])})")
     for col in ("TASK", "STATUS", "ATTEMPTS", "DURATION", "TASK ID"):
         table.add_column(col)
-    for r in task_rows(process):
+    rows = task_rows(process)
+    for r in rows:
         table.add_row(r["task"], styled(r["status"]), str(r["attempts"]),
                       duration(r["seconds"]), r["task_id"])  # fmt: skip
+    started = {r["task"] for r in rows}
+    for name in expected:
+        if name not in started:
+            table.add_row(name, "waiting", "0", "-", "-")
     return table
 
 
@@ -85,7 +91,9 @@ async def started_later(client: Client, name: str, known: set[str]) -> dict[str,
         await asyncio.sleep(POLL)
 
 
-async def wait_for(client: Client, process_id: str, live: bool) -> dict[str, Any]:
+async def wait_for(
+    client: Client, process_id: str, live: bool, expected: list[str] = ()
+) -> dict[str, Any]:
     """Follow a process to its end, with a live table of its tasks on a terminal."""
     process = await get_process(client, process_id)
     if not live:
@@ -93,11 +101,12 @@ async def wait_for(client: Client, process_id: str, live: bool) -> dict[str, Any
             await asyncio.sleep(POLL)
             process = await get_process(client, process_id)
         return process
-    with Live(run_table(process), console=console(err=True), refresh_per_second=4) as view:
+    view_of = lambda p: run_table(p, expected)  # noqa: E731
+    with Live(view_of(process), console=console(err=True), refresh_per_second=4) as view:
         while process["status"] not in FINISHED:
             await asyncio.sleep(POLL)
             process = await get_process(client, process_id)
-            view.update(run_table(process))
+            view.update(view_of(process))
     return process
 
 
@@ -121,7 +130,12 @@ def trigger(obj: dict[str, Any], name: str, task: str | None, wait: bool, output
         if process_id is None:
             click.echo(f"{name}: waiting for the running process to end first", err=True)
             process_id = (await started_later(client, name, known))["process_id"]
-        return await wait_for(client, process_id, live=sys.stderr.isatty())
+        live = sys.stderr.isatty()
+        expected: list[str] = [task] if task else []
+        if live and not task:
+            found = await client.call("GET", def_path(name))
+            expected = [t["task_definition_name"] for t in found["task_definitions"]]
+        return await wait_for(client, process_id, live, expected)
 
     result = run(obj, work)
     if not wait:

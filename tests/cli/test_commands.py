@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
 import time
+
+import pytest
 
 from tests.cli.conftest import Cli
 from tests.server import Server
@@ -254,3 +257,19 @@ def test_tables_print_brackets_in_data_as_they_are(cli: Cli, server: Server):
     cli.ok("queue", "project", "create", "p[/x]")
     assert "p[/x]" in cli.ok("queue", "project", "list")
     assert "p[/x]" in cli.ok("queue", "project", "show", "p[/x]")
+
+
+def test_colour_and_the_live_view_only_on_a_terminal(cli: Cli, server: Server):
+    put(server, "two-steps", sh("first", "sleep 1.5"), sh("second", "true",
+        dependencies=[{"task_definition_name": "first", "success_required": True}]))  # fmt: skip
+    piped = cli("trigger", "two-steps", "--wait")
+    assert piped.code == 0 and "\x1b[" not in piped.out + piped.err
+    assert "succeeded" in piped.out
+    if shutil.which("script") is None:  # util-linux's pty wrapper
+        pytest.skip("no `script` command to give the client a terminal")
+    tty = subprocess.run(["script", "-qec", f"{sys.executable} -m taskd trigger two-steps --wait",
+                          "/dev/null"], capture_output=True, text=True, env=cli.env,
+                         timeout=60)  # fmt: skip
+    assert tty.returncode == 0, tty.stdout
+    assert "\x1b[" in tty.stdout  # coloured
+    assert "waiting" in tty.stdout  # the live table showed the task that had not started
