@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +90,22 @@ def read_sources(paths: tuple[Path, ...], recursive: bool) -> dict[str, Source]:
                 raise fail(file, node, None, f"definition {name!r} is also defined in {first}")
             sources[name] = Source(file, node, body)
     return sources
+
+
+TASK_AT = re.compile(r"task_definitions\[(\d+)\]")
+
+
+def server_problem(src: Source, message: str) -> CliError:
+    """A refusal of the server, placed at the task or schedule it names (else the document)."""
+    node = src.node
+    tasks_key = "tasks" if "tasks" in node else "task_definitions"
+    found = TASK_AT.search(message)
+    tasks = node.get(tasks_key)
+    if found and isinstance(tasks, list) and int(found.group(1)) < len(tasks):
+        return fail(src.file, tasks, int(found.group(1)), message)
+    if "schedule" in message and "schedule" in node:
+        return fail(src.file, node, "schedule", message, value=True)
+    return fail(src.file, node, None, message)
 
 
 def yaml_lines(form: dict[str, Any]) -> list[str]:
@@ -202,8 +219,7 @@ def apply(obj: dict[str, Any], paths: tuple[Path, ...], recursive: bool, yes: bo
             try:
                 await client.call("PUT", path, json=p.body, params={"force": "true"})
             except CliError as exc:
-                src = sources[p.name]
-                raise fail(src.file, src.node, None, exc.format_message()) from None
+                raise server_problem(sources[p.name], exc.format_message()) from None
         click.echo("applied")
 
     run(obj, work)

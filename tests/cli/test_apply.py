@@ -197,7 +197,13 @@ def test_errors_name_file_line_and_column(cli: Cli, server: Server, tmp_path):
         "name: x\nschedule: '99 * * * *'\ntasks:\n  - {name: a, shell: ls}\n",
     )
     message = cli.fails("apply", "-f", "server.yaml", "--yes")
-    assert message.startswith("taskd: server.yaml:1:1:") and "minutes" in message
+    assert message.startswith("taskd: server.yaml:2:11:") and "minutes" in message
+    write(
+        tmp_path / "task.yaml",
+        "name: x\ntasks:\n  - {name: a, shell: ls}\n  - {name: b, shell: ls, max_attempts: 0}\n",
+    )
+    message = cli.fails("apply", "-f", "task.yaml", "--yes")
+    assert message.startswith("taskd: task.yaml:4:5:") and "max_attempts" in message
     write(
         tmp_path / "dup.yaml",
         "name: x\ntasks: [{name: a, shell: ls}]\n---\nname: x\ntasks: [{name: a, shell: ls}]\n",
