@@ -51,6 +51,18 @@ class TooLarge(TaskdError):
     code = "too_large"
 
 
+class UnsupportedMediaType(TaskdError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class Unavailable(TaskdError):
+    """taskd is at a limit that protects everyone (open streams); try again later."""
+
+    status = 503
+    code = "unavailable"
+
+
 class RateLimited(TaskdError):
     status = 429
     code = "rate_limited"

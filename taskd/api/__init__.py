@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from taskd.api import envelopes, guard
+from taskd.api import envelopes, guard, serving
 from taskd.api.keys import SERVICES
 from taskd.config import Settings
 from taskd.services import Services
@@ -17,8 +17,13 @@ def create_app(settings: Settings) -> web.Application:
     """The whole taskd server: store, engine and every API family, started with the app."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[envelopes.errors_middleware, guard.auth_middleware],
-    )
+        middlewares=[
+            serving.busy_middleware, envelopes.errors_middleware, guard.auth_middleware,
+            serving.body_middleware,
+        ],
+    )  # fmt: skip
+    serving.install(app, settings)
+    guard.install(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = await Services.open(settings)

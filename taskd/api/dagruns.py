@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from taskd import dagspec
-from taskd.api import on_start
+from taskd.api import dagbudget, on_start
 from taskd.api.guard import access
 from taskd.api.http import json_response, query_bool, read_json
 from taskd.api.keys import SERVICES
@@ -141,7 +141,7 @@ async def checked_spec(request: web.Request) -> dagspec.DagSpec:
         body = await read_json(request)
     except BadRequest as exc:  # Daggy clients get a list of errors whatever was wrong
         raise BadRequest(exc.message, details=[exc.message]) from None
-    if (request.content_length or 0) > BIG_BODY:
+    if await dagbudget.off_loop(request, body) or (request.content_length or 0) > BIG_BODY:
         # Thousands of tasks take a while to check; other requests go on meanwhile.
         spec = await asyncio.to_thread(dagspec.parse_spec, body)
     else:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from taskd.errors import BadRequest
+from taskd.errors import BadRequest, UnsupportedMediaType
 
 JSON = "application/json"
 INT64_MAX = 2**63 - 1  # what SQLite (and so every id, count and limit here) can hold
@@ -23,7 +23,15 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 async def read_json(request: web.Request, *, expect: type | None = None) -> Any:
-    """The request body as JSON; a clear 400 when it is not JSON (or not of ``expect``)."""
+    """The request body as JSON; a clear 400 when it is not JSON (or not of ``expect``).
+
+    A request that carries credentials a browser sends by itself must say its body is JSON:
+    a cross-site page can post ``text/plain`` or a form with them, never ``application/json``.
+    """
+    if not json_typed(request) and ambient_credentials(request):
+        raise UnsupportedMediaType(
+            f"the body must be sent as application/json, not {request.content_type!r}"
+        )
     raw = await request.read()
     if not raw.strip():
         raise BadRequest("the request body is empty; JSON was expected")
@@ -69,3 +77,25 @@ def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise BadRequest(f"query parameter {name} must be true or false, got {raw!r}")
+
+
+def json_typed(request: web.Request) -> bool:
+    """Whether the request says its body is JSON (``application/json`` or ``*/*+json``)."""
+    if "Content-Type" not in request.headers:
+        return False
+    kind = request.content_type
+    return kind == JSON or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def ambient_credentials(request: web.Request) -> bool:
+    """Whether the request carries credentials a browser adds by itself (cached Basic, cookies).
+
+    Such a request may have been made by any web page the user visits; one with a Bearer token
+    or a work queue secret cannot have been, since a page must ask first (CORS) to send those
+    headers, and taskd never says yes.
+    """
+    scheme = request.headers.get("Authorization", "").partition(" ")[0].lower()
+    if scheme == "basic":
+        return True
+    explicit = scheme == "bearer" or "X-Secret" in request.headers
+    return "Cookie" in request.headers and not explicit

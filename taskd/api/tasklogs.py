@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from taskd.api.keys import SERVICES
+from taskd.api.serving import FOLLOWS, credential_of
 from taskd.errors import BadRequest
 from taskd.store import output as oq
 
@@ -31,7 +32,15 @@ async def stream_output(request: web.Request, attempt_id: int) -> web.StreamResp
     if choice not in STREAM_CHOICES:
         raise BadRequest(f"stream must be one of {', '.join(STREAM_CHOICES)}")
     follow = request.query.get("follow", "").lower() in ("1", "true", "yes")
-    streams = STREAM_CHOICES[choice]
+    if follow:
+        with request.app[FOLLOWS].hold(credential_of(request)):
+            return await send_output(request, attempt_id, STREAM_CHOICES[choice], follow)
+    return await send_output(request, attempt_id, STREAM_CHOICES[choice], follow)
+
+
+async def send_output(
+    request: web.Request, attempt_id: int, streams: tuple[str, ...], follow: bool
+) -> web.StreamResponse:
     svc = request.app[SERVICES]
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)

@@ -1,0 +1,300 @@
+"""Serving the app on a socket, with limits an unauthenticated client cannot get around.
+
+aiohttp's own ``run_app`` leaves two gaps a hostile client on the network can use:
+
+* a connection that never finishes its request head (slowloris) holds a file descriptor for as
+  long as the keep-alive timeout, and
+* nothing caps open connections, so enough half-sent requests exhaust the process's file
+  descriptors; ``accept`` then fails and even ``/ready`` stops answering.
+
+Here the keep-alive timer, which aiohttp starts when a connection opens and which only a
+complete request head stops, is the header timeout. Connections are counted as they are
+accepted; at the cap, the connection that has waited longest without a request in progress
+(half-sent or idle) is dropped to make room, so a flood of half-sent requests only ever
+displaces itself and a real client's new connection gets in. Only when every connection is busy
+with a request is a new one refused, with a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import resource
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from aiohttp.web_runner import GracefulExit
+
+from taskd.config import Settings
+from taskd.errors import RateLimited, TaskdError, Unavailable
+
+log = structlog.get_logger("taskd.http")
+
+# File descriptors kept for everything but client connections: the database and its WAL,
+# Docker's socket, pipes of local jobs, the listening socket, and the connections one wake-up
+# of the listening socket may accept (its backlog) before the cap sees them.
+BACKLOG = 512
+FD_RESERVE = 256 + BACKLOG
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft limit on open files to the hard one; return the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
+
+
+def connection_cap(wanted: int, fd_limit: int) -> int:
+    """The connection cap: what was asked for, but always below the file descriptor limit."""
+    return max(1, min(wanted, fd_limit - FD_RESERVE))
+
+
+class Refusal(asyncio.Protocol):
+    """Answers a connection over the cap with a 503 and closes it, reading nothing."""
+
+    BODY = orjson.dumps(
+        {"code": "unavailable", "message": "too many open connections; try again shortly"}
+    )
+    REPLY = (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        b"Retry-After: 1\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
+    )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self.REPLY)
+        transport.close()
+
+
+class ConnectionGuard:
+    """Counts connections, knows which are busy with a request, and keeps them under a cap."""
+
+    def __init__(self, cap: int) -> None:
+        self.factory: Callable[[], asyncio.Protocol] | None = None  # set when serving starts
+        self.cap = cap
+        # protocol -> monotonic time it last became idle (accepted, or finished a request);
+        # dict order is that order, so the first idle entry is the one waiting longest.
+        self.idle: dict[asyncio.BaseProtocol, float] = {}
+        self.busy: set[asyncio.BaseProtocol] = set()
+        self.evicted = 0
+        self.refused = 0
+        self._swept = 0.0
+
+    def _count(self) -> int:
+        return len(self.idle) + len(self.busy)
+
+    def _sweep(self) -> None:
+        # Closed connections are forgotten lazily: at the cap, at most twice a second.
+        now = time.monotonic()
+        if now - self._swept < 0.5:
+            return
+        self._swept = now
+        for proto in [p for p in self.idle if closed(p)]:
+            del self.idle[proto]
+
+    def __call__(self) -> asyncio.Protocol:
+        assert self.factory is not None
+        if self._count() >= self.cap:
+            self._sweep()
+        while self._count() >= self.cap and self.idle:
+            proto = next(iter(self.idle))
+            del self.idle[proto]
+            transport = getattr(proto, "transport", None)
+            if transport is not None and not transport.is_closing():
+                transport.abort()  # frees its descriptor now, without a goodbye
+                self.evicted += 1
+        if self._count() >= self.cap:
+            self.refused += 1
+            return Refusal()
+        proto = self.factory()
+        self.idle[proto] = time.monotonic()
+        return proto
+
+    def started(self, proto: asyncio.BaseProtocol) -> None:
+        """A request head arrived on ``proto``: it is no longer a candidate for eviction."""
+        self.idle.pop(proto, None)
+        self.busy.add(proto)
+
+    def finished(self, proto: asyncio.BaseProtocol) -> None:
+        """The request on ``proto`` was handled; the connection waits for its next one."""
+        if proto in self.busy:
+            self.busy.discard(proto)
+            if not closed(proto):
+                self.idle[proto] = time.monotonic()
+
+
+def closed(proto: asyncio.BaseProtocol) -> bool:
+    transport = getattr(proto, "transport", None)
+    return transport is None or transport.is_closing()
+
+
+class StreamSlots:
+    """Bounds long-lived streams (log follows): in total, and per credential.
+
+    Each open follow holds a connection, a buffer and a wake-up event; without a bound one
+    client can open thousands and slow everyone down.
+    """
+
+    def __init__(self, total: int, per_credential: int) -> None:
+        self.total = total
+        self.per_credential = per_credential
+        self.open: dict[str, int] = {}
+        self.count = 0
+
+    @contextlib.contextmanager
+    def hold(self, credential: str) -> Iterator[None]:
+        """One slot for ``credential`` while the block runs; 429 or 503 when there is none."""
+        mine = self.open.get(credential, 0)
+        if mine >= self.per_credential:
+            raise RateLimited(
+                f"too many log streams are open for these credentials (at most "
+                f"{self.per_credential}); close one first",
+                retry_after=1,
+            )
+        if self.count >= self.total:
+            raise Unavailable(
+                f"too many log streams are open (at most {self.total}); try again shortly",
+                retry_after=1,
+            )
+        self.open[credential] = mine + 1
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+            left = self.open[credential] - 1
+            if left:
+                self.open[credential] = left
+            else:
+                del self.open[credential]
+
+
+def credential_of(request: web.Request) -> str:
+    """A name for the caller's credential that is no secret: a hash of what it presented."""
+    presented = "\0".join(
+        request.headers.get(h, "") for h in ("Authorization", "X-Worker-ID", "X-Secret")
+    )
+    return hashlib.sha256(presented.encode()).hexdigest()
+
+
+FOLLOWS: web.AppKey[StreamSlots] = web.AppKey("follow_slots", StreamSlots)
+GUARD: web.AppKey[ConnectionGuard] = web.AppKey("connection_guard", ConnectionGuard)
+SETTINGS: web.AppKey[Settings] = web.AppKey("serving_settings", Settings)
+
+
+@web.middleware
+async def busy_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Marks a connection busy while one of its requests is handled (so it is not evicted)."""
+    guard = request.app[GUARD]
+    proto = request.protocol
+    guard.started(proto)
+    try:
+        return await handler(request)
+    finally:
+        guard.finished(proto)
+
+
+@web.middleware
+async def body_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Reads an authorised request's body within the body timeout, before its handler runs.
+
+    The head already had the header timeout; this bounds the body, so a client trickling one
+    cannot hold a handler open for ever. The body is cached for the handler to use.
+    """
+    if request.body_exists and request.method not in ("GET", "HEAD"):
+        timeout = request.app[SETTINGS].body_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await request.read()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {timeout:g} seconds"
+            ) from None
+    return await handler(request)
+
+
+class RequestTimeout(TaskdError):
+    status = 408
+    code = "request_timeout"
+
+
+class GuardedSite(web.TCPSite):
+    """A TCP site whose connections go through a ConnectionGuard."""
+
+    def __init__(self, runner: web.AppRunner, guard: ConnectionGuard, **kw: Any) -> None:
+        super().__init__(runner, **kw)
+        self.guard = guard
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self.guard.factory = server
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.guard, self._host, self._port, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+        )  # fmt: skip
+
+
+def install(app: web.Application, settings: Settings) -> None:
+    """What the middlewares here need: the settings, and a guard for the connections."""
+    app[SETTINGS] = settings
+    app[GUARD] = ConnectionGuard(settings.max_connections)
+    app[FOLLOWS] = StreamSlots(settings.max_follows, settings.max_follows_per_credential)
+
+
+def serve(app: web.Application, settings: Settings) -> None:
+    """Run the app until SIGTERM/SIGINT, as ``web.run_app`` does, behind the connection guard."""
+    guard = app[GUARD]
+    guard.cap = connection_cap(settings.max_connections, raise_fd_limit())
+    loop = asyncio.new_event_loop()
+
+    async def main() -> None:
+        runner = web.AppRunner(
+            app, handle_signals=True, access_log=None, shutdown_timeout=2.0,
+            keepalive_timeout=settings.header_timeout,
+        )  # fmt: skip
+        await runner.setup()
+        try:
+            site = GuardedSite(runner, guard, host=settings.host, port=settings.port, backlog=BACKLOG)
+            await site.start()
+            log.info("listening", url=settings.url, max_connections=guard.cap)
+            while True:
+                await asyncio.sleep(3600)
+        finally:
+            await runner.cleanup()
+
+    task = loop.create_task(main())
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(task)
+    except (GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(task)
+        finally:
+            pending = asyncio.all_tasks(loop)
+            for t in pending:
+                t.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
