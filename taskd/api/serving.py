@@ -271,11 +271,12 @@ def serve(app: web.Application, settings: Settings) -> None:
         )  # fmt: skip
         await runner.setup()
         try:
-            site = GuardedSite(runner, guard, host=settings.host, port=settings.port, backlog=BACKLOG)
+            site = GuardedSite(
+                runner, guard, host=settings.host, port=settings.port, backlog=BACKLOG
+            )
             await site.start()
             log.info("listening", url=settings.url, max_connections=guard.cap)
-            while True:
-                await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # until SIGTERM/SIGINT raise GracefulExit
         finally:
             await runner.cleanup()
 

@@ -73,7 +73,8 @@ def secure_files(path: str | Path) -> None:
         except FileNotFoundError:
             pass
         except PermissionError as exc:
-            raise StoreError(f"{side} is readable by other users and cannot be changed: {exc}")
+            why = f"{side} is readable by other users and cannot be changed: {exc}"
+            raise StoreError(why) from exc
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
