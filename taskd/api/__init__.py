@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from taskd.api import envelopes, guard, serving
+from taskd.api import envelopes, guard, idempotency, serving
 from taskd.api.keys import SERVICES
 from taskd.config import Settings
 from taskd.services import Services
@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> web.Application:
             await services.close()
 
     app.cleanup_ctx.append(lifecycle)
+    idempotency.setup(app)
     for family in families():
         family.setup(app)
     return app

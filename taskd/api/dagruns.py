@@ -19,6 +19,7 @@ from taskd import dagspec
 from taskd.api import dagbudget, on_start
 from taskd.api.guard import access
 from taskd.api.http import json_response, query_bool, read_json
+from taskd.api.idempotency import DAGRUN, idempotent
 from taskd.api.keys import SERVICES
 from taskd.engine.core import Engine, GeneratorHook
 from taskd.engine.graph import TaskNode
@@ -197,6 +198,7 @@ async def list_runs(request: web.Request) -> web.Response:
 @routes.post("/v1/dagrun")
 @routes.post("/v1/dagrun/")
 @access("admin")
+@idempotent(DAGRUN)
 async def submit(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     spec = await checked_spec(request)

@@ -20,6 +20,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,12 @@ from taskd.errors import Conflict, StoreError
 from taskd.store.migrations import migrate
 
 T = TypeVar("T")
+
+# Set while a request with an Idempotency-Key is handled (see taskd.api.idempotency): it may
+# wrap the write that creates, so the key is stored in the same transaction as what it made.
+WRITE_HOOK: ContextVar[Callable[[Callable[..., Any]], Callable[..., Any]] | None] = ContextVar(
+    "taskd_write_hook", default=None
+)
 
 # How many queued writes one transaction takes at most: big enough to amortise the fsync,
 # small enough that no single transaction holds the write lock for long.
@@ -168,6 +175,9 @@ class Store:
         """
         if self._closed:
             raise StoreError("the store is closed")
+        hook = WRITE_HOOK.get()
+        if hook is not None:  # a request with an Idempotency-Key: its key joins the create
+            fn = hook(fn)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._pending.append((fn, args, fut))
