@@ -20,6 +20,7 @@ STREAM_CHOICES = {
     "all": ("stdout", "stderr", "executor"),
 }
 FOLLOW_IDLE = 15.0  # seconds between checks that the attempt is still running
+LIVENESS_EVERY = 1.0  # seconds between checks that a follower's client is still there
 
 
 def attempt_open(db: Any, attempt_id: int) -> bool:
@@ -60,7 +61,28 @@ async def send_output(
             last_id = chunk.id
         if not follow or not still_open:
             break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), FOLLOW_IDLE)
+        if not await woken_while_connected(request, woken):
+            return resp  # the client left: free its follow slot now, not at the next flush
     await resp.write_eof()
     return resp
+
+
+async def woken_while_connected(request: web.Request, woken: asyncio.Event) -> bool:
+    """Wait up to FOLLOW_IDLE for ``woken``; False as soon as the client has gone away.
+
+    aiohttp does not tell a handler that its client left (short of cancelling every handler),
+    so a follower looks once a second: cheap, and bounded by the cap on follows.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FOLLOW_IDLE
+    while not woken.is_set() and loop.time() < deadline:
+        if gone(request):
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), min(LIVENESS_EVERY, deadline - loop.time()))
+    return not gone(request)
+
+
+def gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()

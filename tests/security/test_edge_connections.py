@@ -1,0 +1,153 @@
+"""Connections (edge item 1): slowloris, descriptor exhaustion and follow floods, for real.
+
+Each test starts a real ``taskd serve``, attacks it over loopback for a bounded time, and shows
+the attack fails while a real client's requests keep answering (see ``edge.probing``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from tests.integration.sundial import definition, shell
+from tests.security.edge import ADMIN, open_fds, probing, started
+
+HEAD_START = b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+async def test_slowloris_connections_are_cut_at_the_header_timeout(tmp_path):
+    srv = await started(tmp_path, "--header-timeout", "2")
+    try:
+        conns = []
+        for _ in range(500):
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(HEAD_START)
+            conns.append((reader, writer))
+        t0 = time.monotonic()
+        ended: dict[int, tuple[float, bytes]] = {}
+
+        async def trickle(i: int, reader: asyncio.StreamReader, writer) -> None:
+            # One byte of a header line that never ends, every quarter second, for 15 s at most.
+            while time.monotonic() - t0 < 15:
+                try:
+                    writer.write(b"x")
+                    await writer.drain()
+                    data = await asyncio.wait_for(reader.read(100), 0.25)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    data = b""
+                ended[i] = (time.monotonic() - t0, data)
+                return
+
+        async with probing(srv) as probe:
+            await asyncio.gather(*(trickle(i, r, w) for i, (r, w) in enumerate(conns)))
+        for _, writer in conns:
+            writer.close()
+        probe.check()
+        assert len(ended) == 500, f"{500 - len(ended)} slow connections still open after 15 s"
+        assert max(t for t, _ in ended.values()) < 8
+        assert all(data == b"" for _, data in ended.values()), "a slow request got an answer"
+    finally:
+        srv.stop()
+
+
+async def test_a_flood_of_half_sent_requests_cannot_exhaust_descriptors(tmp_path):
+    cap = 100
+    srv = await started(tmp_path, "--max-connections", str(cap), "--header-timeout", "60")
+    try:
+        assert srv.proc is not None
+        conns = []
+        burst = 100
+        async with probing(srv) as probe:
+            await asyncio.sleep(0.5)  # the probe's reads open the store's reader connections
+            baseline = peak = open_fds(srv.proc.pid)
+            for _ in range(20):  # 2,000 half-sent requests, a hundred at a time
+                for _ in range(burst):
+                    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+                    writer.write(b"POST /v1/dagrun HTTP/1.1\r\nHost: x\r\nContent-Le")
+                    conns.append((reader, writer))
+                peak = max(peak, open_fds(srv.proc.pid))
+                await asyncio.sleep(0.05)
+            for _ in range(20):  # and hold them
+                peak = max(peak, open_fds(srv.proc.pid))
+                await asyncio.sleep(0.05)
+        probe.check()
+        # Beyond the cap, only a burst accepted at once before the cap drops its oldest.
+        assert peak <= baseline + cap + burst, (baseline, peak)
+        dropped = 0
+        for reader, writer in conns:
+            try:
+                data = await asyncio.wait_for(reader.read(100), 0.01)
+                dropped += data == b"" or data.startswith(b"HTTP/1.1 503")
+            except (TimeoutError, OSError):
+                pass
+            writer.close()
+        assert dropped >= len(conns) - cap
+        status, _ = await srv.request("GET", "/ready")
+        assert status == 200
+    finally:
+        srv.stop()
+
+
+async def test_log_follows_are_capped_per_credential_and_in_total(tmp_path):
+    srv = await started(tmp_path, "--max-follows", "5", "--max-follows-per-credential", "3")
+    try:
+        doc = definition("long", shell("t", "echo started; exec sleep 60"))
+        assert (await srv.request("PUT", "/api/process_definitions/long", json=doc))[0] == 200
+        status, _ = await srv.request("POST", "/api/process_definitions/long/trigger")
+        assert status == 204
+        task_id = None
+        for _ in range(200):
+            _, found = await srv.request("GET", "/api/processes?process_definition_name=long")
+            if found and found[0]["task"]:
+                task_id = found[0]["task"][0]["task_id"]
+                break
+            await asyncio.sleep(0.05)
+        assert task_id is not None
+        viewers = []
+        for i in range(2):
+            proc = await asyncio.create_subprocess_exec(
+                "python", "-m", "taskd", "token", "create", "--db", str(srv.db), "--role",
+                "viewer", "--name", f"v{i}", stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await proc.communicate()
+            viewers.append({"Authorization": f"Bearer {out.decode().strip()}"})
+
+        url = f"{srv.url}/api/tasks/{task_id}/logs?follow=true"
+        async with aiohttp.ClientSession() as http, probing(srv) as probe:
+            held = []
+
+            async def follow(headers):
+                resp = await http.get(url, headers=headers)
+                if resp.status == 200:
+                    held.append(resp)
+                    await resp.content.readexactly(len(b"started\n"))
+                    return resp.status, None
+                body = await resp.json()
+                resp.release()
+                return resp.status, body
+
+            for _ in range(3):
+                assert (await follow(ADMIN))[0] == 200
+            status, body = await follow(ADMIN)
+            assert status == 429 and body["code"] == "rate_limited", body
+            assert "log streams" in body["message"]
+            for _ in range(2):
+                assert (await follow(viewers[0]))[0] == 200
+            status, body = await follow(viewers[1])  # its own first, but taskd holds 5
+            assert status == 503 and body["code"] == "unavailable", body
+            held.pop().close()  # a client leaves: its slot is free again within a second or so
+            for _ in range(40):
+                await asyncio.sleep(0.1)
+                status, _ = await follow(viewers[1])
+                if status == 200:
+                    break
+            assert status == 200
+            for resp in held:
+                resp.close()
+        probe.check()
+    finally:
+        srv.stop()
