@@ -8,7 +8,11 @@ expansion runs on the event loop or in a thread.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -79,3 +83,37 @@ async def off_loop(request: web.Request, body: Any) -> bool:
             )
             raise BadRequest(f"invalid DAG: {why}", details=[why])
     return tasks > ON_LOOP_TASKS or edges > ON_LOOP_EDGES
+
+
+_paused = 0
+_pause_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a thread builds a large DAG.
+
+    Building hundreds of thousands of objects triggers full collections, and one full
+    collection holds the GIL for hundreds of milliseconds: the event loop could not run.
+    Templates hold no reference cycles, so nothing is lost by collecting later.
+    """
+    global _paused
+    with _pause_lock:
+        _paused += 1
+        gc.disable()
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _paused -= 1
+            if not _paused:
+                gc.enable()
+
+
+def release(items: list[Any]) -> None:
+    """Free a large list one item at a time, so the GIL can pass between items.
+
+    Dropping the list at once is one long call that the event loop's thread must wait out.
+    """
+    while items:
+        items.pop()

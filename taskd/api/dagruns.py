@@ -150,14 +150,19 @@ async def checked_spec(request: web.Request, *, keep: bool = True) -> dagspec.Da
     def check() -> dagspec.DagSpec | None:
         spec = dagspec.parse_spec(body)
         errors = engine.refusal(spec.tasks)
+        if errors or not keep:
+            dagbudget.release(spec.tasks)  # freed here, not on the event loop
         if errors:
-            del spec  # freed here, not later with the traceback
             raise BadRequest("invalid DAG: a task can never run on this host", details=errors)
         return spec if keep else None
 
+    def check_off_loop() -> dagspec.DagSpec | None:
+        with dagbudget.collector_paused():
+            return check()
+
     if await dagbudget.off_loop(request, body) or (request.content_length or 0) > BIG_BODY:
         # Thousands of tasks take a while to check; other requests go on meanwhile.
-        return await asyncio.to_thread(check)
+        return await asyncio.to_thread(check_off_loop)
     return check()
 
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import resource
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -39,6 +40,7 @@ log = structlog.get_logger("taskd.http")
 # Docker's socket, pipes of local jobs, the listening socket, and the connections one wake-up
 # of the listening socket may accept (its backlog) before the cap sees them.
 BACKLOG = 512
+SWITCH_INTERVAL = 0.001
 FD_RESERVE = 256 + BACKLOG
 
 
@@ -262,6 +264,9 @@ def serve(app: web.Application, settings: Settings) -> None:
     """Run the app until SIGTERM/SIGINT, as ``web.run_app`` does, behind the connection guard."""
     guard = app[GUARD]
     guard.cap = connection_cap(settings.max_connections, raise_fd_limit())
+    # Work moved to threads (large DAG expansions) still holds the GIL; the loop waits up to
+    # the switch interval each time it wants it back. 1 ms instead of 5 keeps replies prompt.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     loop = asyncio.new_event_loop()
 
     async def main() -> None:
