@@ -217,15 +217,23 @@ async def body_middleware(
     The head already had the header timeout; this bounds the body, so a client trickling one
     cannot hold a handler open for ever. The body is cached for the handler to use.
     """
-    if request.body_exists and request.method not in ("GET", "HEAD"):
-        timeout = request.app[SETTINGS].body_timeout
+    if not request.body_exists or request.method in ("GET", "HEAD"):
+        return await handler(request)
+    timeout = request.app[SETTINGS].body_timeout
+    too_slow = f"the request body did not arrive within {timeout:g} seconds"
+    if request.content_type == "multipart/form-data":
+        # A multipart body is parsed from the stream (it cannot be read ahead); its one reader,
+        # Drove's task search, changes nothing, so the whole request gets the body timeout.
         try:
             async with asyncio.timeout(timeout):
-                await request.read()
+                return await handler(request)
         except TimeoutError:
-            raise RequestTimeout(
-                f"the request body did not arrive within {timeout:g} seconds"
-            ) from None
+            raise RequestTimeout(too_slow) from None
+    try:
+        async with asyncio.timeout(timeout):
+            await request.read()
+    except TimeoutError:
+        raise RequestTimeout(too_slow) from None
     return await handler(request)
 
 

@@ -151,3 +151,44 @@ async def test_log_follows_are_capped_per_credential_and_in_total(tmp_path):
         probe.check()
     finally:
         srv.stop()
+
+
+async def test_a_body_sent_a_byte_at_a_time_is_cut_at_the_body_timeout(tmp_path):
+    srv = await started(tmp_path, "--body-timeout", "1")
+    try:
+        replies = []
+
+        async def trickle(who: str, auth: bytes) -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(b"POST /v1/dagrun HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: 1000\r\n" + auth + b"\r\n{")  # fmt: skip
+            t0 = time.monotonic()
+            reply = b""
+            while time.monotonic() - t0 < 10 and not reply:
+                try:
+                    writer.write(b" ")
+                    await writer.drain()
+                    reply = await asyncio.wait_for(reader.read(1000), 0.2)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            replies.append((who, time.monotonic() - t0, reply))
+            writer.close()
+
+        async with probing(srv) as probe:
+            authorised = f"Authorization: Bearer {ADMIN['Authorization'][7:]}\r\n".encode()
+            await asyncio.gather(*(trickle("admin", authorised) for _ in range(50)),
+                                 trickle("nobody", b""))  # fmt: skip
+        probe.check()
+        slow = [(took, reply) for who, took, reply in replies if who == "admin"]
+        [(_, took, reply)] = [r for r in replies if r[0] == "nobody"]
+        assert reply.startswith(b"HTTP/1.1 401") and took < 1  # its body is never waited for
+        assert len(slow) == 50
+        for took, reply in slow:
+            assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+            assert b"did not arrive within 1 seconds" in reply and took < 5
+        status, runs = await srv.request("GET", "/v1/dagruns?all=1")
+        assert (status, runs) == (200, [])
+    finally:
+        srv.stop()
