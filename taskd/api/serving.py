@@ -42,13 +42,19 @@ log = structlog.get_logger("taskd.http")
 BACKLOG = 512
 SWITCH_INTERVAL = 0.001
 FD_RESERVE = 256 + BACKLOG
+FD_CEILING = 65536
+REPORT_EVERY = 10.0  # seconds between log lines about connections dropped at the cap
 
 
 def raise_fd_limit() -> int:
-    """Lift the soft limit on open files to the hard one; return the limit in force."""
+    """Lift the soft limit on open files toward the hard one; return the limit in force.
+
+    Not beyond FD_CEILING: local jobs inherit the limit, and some programs walk every possible
+    descriptor at start.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    target = FD_CEILING if hard == resource.RLIM_INFINITY else min(hard, FD_CEILING)
+    if soft < target:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
@@ -91,6 +97,7 @@ class ConnectionGuard:
         self.evicted = 0
         self.refused = 0
         self._swept = 0.0
+        self._reported = (0.0, 0, 0)  # when, and the counts then
 
     def _count(self) -> int:
         return len(self.idle) + len(self.busy)
@@ -117,10 +124,27 @@ class ConnectionGuard:
                 self.evicted += 1
         if self._count() >= self.cap:
             self.refused += 1
+            self._report()
             return Refusal()
+        if self.evicted != self._reported[1]:
+            self._report()
         proto = self.factory()
         self.idle[proto] = time.monotonic()
         return proto
+
+    def _report(self) -> None:
+        # An operator should hear of a flood, but not once per connection of it.
+        now = time.monotonic()
+        when, evicted, refused = self._reported
+        if now - when < REPORT_EVERY:
+            return
+        self._reported = (now, self.evicted, self.refused)
+        log.warning(
+            "connection cap reached",
+            cap=self.cap,
+            dropped_waiting=self.evicted - evicted,
+            refused=self.refused - refused,
+        )
 
     def started(self, proto: asyncio.BaseProtocol) -> None:
         """A request head arrived on ``proto``: it is no longer a candidate for eviction."""
