@@ -266,7 +266,7 @@ def serve(**opts) -> None:
     if not settings.loopback and not settings.admin_token:
         raise click.UsageError(
             f"refusing to listen on {settings.host} without credentials: anyone who can reach "
-            "taskd can run containers as root. Set --admin-token (or TASKD_ADMIN_TOKEN), or "
+            "taskd can run containers as root. Set --admin-token-file (or TASKD_ADMIN_TOKEN), or "
             "bind 127.0.0.1."
         )
     from taskd.api import create_app
