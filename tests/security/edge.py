@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
-import time
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-
-import aiohttp
 
 from tests.server import TOKEN, Server
 
@@ -40,44 +39,64 @@ class Probe:
         assert self.p99() < P99_LIMIT, f"p99 {self.p99() * 1000:.1f} ms over {len(self.latencies)}"
 
 
+# The probe runs in its own process, so the attack's client side (this test's event loop,
+# busy opening sockets) does not slow it down: what it measures is the server alone.
+PROBE = """
+import asyncio, json, sys, threading, time
+import aiohttp
+
+url, token, every = sys.argv[1], sys.argv[2], float(sys.argv[3])
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+async def main():
+    latencies, failures, i = [], [], 0
+    paths = [("/ready", {}), ("/api/process_definitions", {"Authorization": "Bearer " + token})]
+    timeout = aiohttp.ClientTimeout(total=5)
+    print("ready", flush=True)
+    while not stop.is_set() or len(latencies) + len(failures) < 40:
+        path, headers = paths[i % 2]
+        i += 1
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            t0 = time.perf_counter()
+            try:
+                async with http.get(url + path, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        failures.append(f"{path}: {resp.status}")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failures.append(f"{path}: {exc!r}")
+            else:
+                latencies.append(time.perf_counter() - t0)
+        await asyncio.sleep(every)
+    print(json.dumps({"latencies": latencies, "failures": failures}), flush=True)
+
+asyncio.run(main())
+"""
+
+
 @contextlib.asynccontextmanager
-async def probing(srv: Server, every: float = 0.02) -> AsyncIterator[Probe]:
-    """Ask ``/ready`` and ``GET /api/process_definitions`` over and over until the block ends."""
+async def probing(srv: Server, every: float = 0.01) -> AsyncIterator[Probe]:
+    """Ask ``/ready`` and ``GET /api/process_definitions`` over and over until the block ends.
+
+    Each request opens a new connection, as a new client would; at least 40 are made.
+    """
     probe = Probe()
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        paths = [("/ready", {}), ("/api/process_definitions", ADMIN)]
-        timeout = aiohttp.ClientTimeout(total=5)
-        i = 0
-        while not stop.is_set():
-            path, headers = paths[i % 2]
-            i += 1
-            connector = aiohttp.TCPConnector(force_close=True)
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-                t0 = time.perf_counter()
-                try:
-                    async with http.get(srv.url + path, headers=headers) as resp:
-                        await resp.read()
-                        if resp.status != 200:
-                            probe.failures.append(f"{path}: {resp.status}")
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    probe.failures.append(f"{path}: {exc!r}")
-                else:
-                    probe.latencies.append(time.perf_counter() - t0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
-
-    task = asyncio.create_task(run())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PROBE, srv.url, TOKEN, str(every),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
     try:
+        assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"ready"
         yield probe
-        for _ in range(100):  # enough samples for a p99 to mean something
-            if len(probe.latencies) + len(probe.failures) >= 40:
-                break
-            await asyncio.sleep(0.05)
     finally:
-        stop.set()
-        await task
+        proc.stdin.close()
+        out = await asyncio.wait_for(proc.stdout.read(), 60)
+        await proc.wait()
+    found = json.loads(out)
+    probe.latencies, probe.failures = found["latencies"], found["failures"]
 
 
 def open_fds(pid: int) -> int:
