@@ -147,7 +147,7 @@ class ConnectionGuard:
         )
 
     def started(self, proto: asyncio.BaseProtocol) -> None:
-        """A request head arrived on ``proto``: it is no longer a candidate for eviction."""
+        """A whole request arrived on ``proto``: it is no longer a candidate for eviction."""
         self.idle.pop(proto, None)
         self.busy.add(proto)
 
@@ -222,14 +222,11 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("serving_settings", Settings)
 async def busy_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Marks a connection busy while one of its requests is handled (so it is not evicted)."""
-    guard = request.app[GUARD]
-    proto = request.protocol
-    guard.started(proto)
+    """Puts a connection back among the evictable ones when its request has been handled."""
     try:
         return await handler(request)
     finally:
-        guard.finished(proto)
+        request.app[GUARD].finished(request.protocol)
 
 
 @web.middleware
@@ -239,15 +236,20 @@ async def body_middleware(
     """Reads an authorised request's body within the body timeout, before its handler runs.
 
     The head already had the header timeout; this bounds the body, so a client trickling one
-    cannot hold a handler open for ever. The body is cached for the handler to use.
+    cannot hold a handler open for ever. The body is cached for the handler to use. Only then
+    is the connection busy (safe from eviction at the cap): a connection still sending its
+    body, like one still sending its head, may be dropped to let a new client in.
     """
+    guard = request.app[GUARD]
     if not request.body_exists or request.method in ("GET", "HEAD"):
+        guard.started(request.protocol)
         return await handler(request)
     timeout = request.app[SETTINGS].body_timeout
     too_slow = f"the request body did not arrive within {timeout:g} seconds"
     if request.content_type == "multipart/form-data":
         # A multipart body is parsed from the stream (it cannot be read ahead); its one reader,
         # Drove's task search, changes nothing, so the whole request gets the body timeout.
+        guard.started(request.protocol)
         try:
             async with asyncio.timeout(timeout):
                 return await handler(request)
@@ -258,6 +260,7 @@ async def body_middleware(
             await request.read()
     except TimeoutError:
         raise RequestTimeout(too_slow) from None
+    guard.started(request.protocol)
     return await handler(request)
 
 

@@ -15,6 +15,11 @@ from tests.integration.sundial import definition, shell
 from tests.security.edge import ADMIN, open_fds, probing, started
 
 HEAD_START = b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+HALF_HEAD = b"POST /v1/dagrun HTTP/1.1\r\nHost: x\r\nContent-Le"
+HALF_BODY = (
+    b"POST /task/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 1000\r\n\r\n{"
+)
 
 
 async def test_slowloris_connections_are_cut_at_the_header_timeout(tmp_path):
@@ -65,9 +70,11 @@ async def test_a_flood_of_half_sent_requests_cannot_exhaust_descriptors(tmp_path
             await asyncio.sleep(0.5)  # the probe's reads open the store's reader connections
             baseline = peak = open_fds(srv.proc.pid)
             for _ in range(20):  # 2,000 half-sent requests, a hundred at a time
-                for _ in range(burst):
+                for i in range(burst):
                     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-                    writer.write(b"POST /v1/dagrun HTTP/1.1\r\nHost: x\r\nContent-Le")
+                    # Half stop in the head; half send a whole head to a route anyone may call
+                    # and stop in the body, which taskd must wait for.
+                    writer.write(HALF_HEAD if i % 2 else HALF_BODY)
                     conns.append((reader, writer))
                 peak = max(peak, open_fds(srv.proc.pid))
                 await asyncio.sleep(0.05)
