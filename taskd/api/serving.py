@@ -67,7 +67,12 @@ def connection_cap(wanted: int, fd_limit: int) -> int:
 
 
 class Refusal(asyncio.Protocol):
-    """Answers a connection over the cap with a 503 and closes it, reading nothing."""
+    """Answers a connection over the cap with a 503 and closes it.
+
+    What the client sent is read and dropped, briefly: closing a socket with unread data makes
+    the kernel reset it, and the client would never see the answer. Few refusals linger at once;
+    beyond that, a connection is closed at once.
+    """
 
     BODY = orjson.dumps(
         {"code": "unavailable", "message": "too many open connections; try again shortly"}
@@ -77,11 +82,31 @@ class Refusal(asyncio.Protocol):
         b"Retry-After: 1\r\nConnection: close\r\n"
         b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
     )
+    LINGER = 0.5  # seconds a refused client has to read the answer
+    MAX_LINGERING = 256
+    lingering = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         transport.write(self.REPLY)
-        transport.close()
+        if Refusal.lingering >= self.MAX_LINGERING:
+            transport.close()
+            self.timer: asyncio.TimerHandle | None = None
+            return
+        Refusal.lingering += 1
+        transport.write_eof()
+        self.timer = asyncio.get_running_loop().call_later(self.LINGER, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # read and dropped
+
+    def eof_received(self) -> bool:
+        return False  # the client is done too: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            Refusal.lingering -= 1
 
 
 class ConnectionGuard:

@@ -7,6 +7,7 @@ the attack fails while a real client's requests keep answering (see ``edge.probi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import aiohttp
@@ -100,21 +101,55 @@ async def test_a_flood_of_half_sent_requests_cannot_exhaust_descriptors(tmp_path
         srv.stop()
 
 
+async def running_task(srv) -> str:
+    """The attempt id of a task that prints a line and then runs for a minute."""
+    doc = definition("long", shell("t", "echo started; exec sleep 60"))
+    assert (await srv.request("PUT", "/api/process_definitions/long", json=doc))[0] == 200
+    assert (await srv.request("POST", "/api/process_definitions/long/trigger"))[0] == 204
+    for _ in range(200):
+        _, found = await srv.request("GET", "/api/processes?process_definition_name=long")
+        if found and found[0]["task"]:
+            return found[0]["task"][0]["task_id"]
+        await asyncio.sleep(0.05)
+    raise AssertionError("the task did not start")
+
+
+async def test_when_every_connection_is_busy_a_new_one_gets_a_clear_503(tmp_path):
+    srv = await started(tmp_path, "--max-connections", "8")
+    try:
+        task_id = await running_task(srv)
+        url = f"{srv.url}/api/tasks/{task_id}/logs?follow=true"
+        async with aiohttp.ClientSession() as http:
+            held = []
+            for _ in range(8):  # eight requests in progress: nothing may be dropped
+                resp = await http.get(url, headers=ADMIN)
+                assert resp.status == 200
+                await resp.content.readexactly(len(b"started\n"))
+                held.append(resp)
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert reply.startswith(b"HTTP/1.1 503"), reply
+            assert b"too many open connections" in reply and b"Retry-After: 1" in reply
+            held.pop().close()  # one follower leaves: its slot is free within a second or so
+            for _ in range(40):
+                await asyncio.sleep(0.1)
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{srv.url}/ready") as resp:
+                        if resp.status == 200:
+                            break
+            assert resp.status == 200
+            for resp in held:
+                resp.close()
+    finally:
+        srv.stop()
+
+
 async def test_log_follows_are_capped_per_credential_and_in_total(tmp_path):
     srv = await started(tmp_path, "--max-follows", "5", "--max-follows-per-credential", "3")
     try:
-        doc = definition("long", shell("t", "echo started; exec sleep 60"))
-        assert (await srv.request("PUT", "/api/process_definitions/long", json=doc))[0] == 200
-        status, _ = await srv.request("POST", "/api/process_definitions/long/trigger")
-        assert status == 204
-        task_id = None
-        for _ in range(200):
-            _, found = await srv.request("GET", "/api/processes?process_definition_name=long")
-            if found and found[0]["task"]:
-                task_id = found[0]["task"][0]["task_id"]
-                break
-            await asyncio.sleep(0.05)
-        assert task_id is not None
+        task_id = await running_task(srv)
         viewers = []
         for i in range(2):
             proc = await asyncio.create_subprocess_exec(
