@@ -115,7 +115,7 @@ async def timed(session: aiohttp.ClientSession, method: str, url: str, **kw: Any
         body = await resp.read()
         if resp.status >= 400:
             raise RuntimeError(f"{method} {url}: {resp.status} {body[:300]!r}")
-    return time.perf_counter() - t0, orjson.loads(body)
+    return time.perf_counter() - t0, orjson.loads(body) if body else None  # DELETE: no body
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -185,8 +185,9 @@ async def exercise(
     if record:
         out["latency"]["GET /v1/dagrun/{id} (full)"] = summary(record)
     if state in ("QUEUED", "RUNNING"):
-        took, reply = await timed(session, "DELETE", f"{base}/v1/dagrun/{run_id}")
+        took, _ = await timed(session, "DELETE", f"{base}/v1/dagrun/{run_id}")
         out["delete_ms"] = took * 1e3
+        _, reply = await timed(session, "GET", f"{base}/v1/dagrun/{run_id}/state")
         out["state_after_delete"] = reply["state"]
     else:
         out["final_state"] = state

@@ -8,12 +8,13 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 import structlog
 
 from taskd import __version__
-from taskd.config import Settings, host_memory_mb
+from taskd.config import Settings, default_local_user, host_memory_mb, job_user
 
 
 def configure_logging(fmt: str, level: str) -> None:
@@ -118,6 +119,12 @@ DB_OPTION = click.option(
     help="A host path (and what is below it) jobs may mount; repeatable.",
 )
 @click.option(
+    "--local-user",
+    envvar="TASKD_LOCAL_USER",
+    help="Run local jobs as this user (name or uid) [nobody when taskd runs as root, else "
+    "taskd's own user]. Give root to run them as root.",
+)
+@click.option(
     "--log-head-bytes",
     default=1 << 20,
     show_default=True,
@@ -150,6 +157,30 @@ DB_OPTION = click.option(
     help="Keep output of the newest N finished runs of each name (0: no limit).",
 )
 @click.option(
+    "--keep-runs-days",
+    default=90.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    envvar="TASKD_KEEP_RUNS_DAYS",
+    help="Finished runs (tasks, attempts, history) older than this go (0: no limit).",
+)
+@click.option(
+    "--keep-runs-per-definition",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(0),
+    envvar="TASKD_KEEP_RUNS_PER_DEFINITION",
+    help="Keep the newest N finished runs of each name (0: no limit).",
+)
+@click.option(
+    "--retention-interval",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(0.01),
+    envvar="TASKD_RETENTION_INTERVAL",
+    help="Seconds between passes that delete old output and history.",
+)
+@click.option(
     "--queue-default-lease",
     default=3600.0,
     show_default=True,
@@ -162,6 +193,13 @@ DB_OPTION = click.option(
     is_flag=True,
     envvar="TASKD_QUEUE_OPEN_REGISTRATION",
     help="Work queue: let anyone create workers (default: admin only).",
+)
+@click.option(
+    "--daggy-anonymous",
+    is_flag=True,
+    envvar="TASKD_DAGGY_ANONYMOUS",
+    help="DAG runs (Daggy routes): accept callers without credentials, as Daggy does."
+    " Loopback binds only: anyone who can reach taskd can then run commands on this host.",
 )
 @click.option(
     "--max-body-bytes",
@@ -245,12 +283,17 @@ def serve(**opts) -> None:
         docker_network=opts["docker_network"], docker_keep_containers=opts["keep_containers"],
         kill_grace=opts["kill_grace"], shutdown_grace=opts["shutdown_grace"],
         allowed_volumes=tuple(opts["allow_volume"]),
+        local_user=opts["local_user"] or default_local_user(),
         log_head_bytes=opts["log_head_bytes"], log_tail_bytes=opts["log_tail_bytes"],
         log_retention_days=opts["log_retention_days"],
         log_retention_runs=opts["log_retention_runs"], max_body_bytes=opts["max_body_bytes"],
+        keep_runs_days=opts["keep_runs_days"],
+        keep_runs_per_definition=opts["keep_runs_per_definition"],
+        retention_interval=opts["retention_interval"],
         log_format=opts["log_format"], log_level=opts["log_level"],
         queue_default_lease=opts["queue_default_lease"],
         queue_open_registration=opts["queue_open_registration"],
+        daggy_anonymous=opts["daggy_anonymous"],
         header_timeout=opts["header_timeout"], body_timeout=opts["body_timeout"],
         max_connections=opts["max_connections"], max_follows=opts["max_follows"],
         max_follows_per_credential=opts["max_follows_per_credential"],
@@ -263,6 +306,15 @@ def serve(**opts) -> None:
         )
     if settings.admin_token and not settings.admin_token.strip():
         raise click.UsageError("the admin token is blank; give a real secret, or none at all")
+    if settings.daggy_anonymous and not settings.loopback:
+        raise click.UsageError(
+            f"refusing --daggy-anonymous on {settings.host}: callers without credentials could "
+            "run commands on this host from anywhere. Bind 127.0.0.1, or send the admin token."
+        )
+    try:
+        job_user(settings.local_user)
+    except ValueError as exc:
+        raise click.UsageError(f"--local-user: {exc}") from None
     if not settings.loopback and not settings.admin_token:
         raise click.UsageError(
             f"refusing to listen on {settings.host} without credentials: anyone who can reach "
@@ -271,14 +323,34 @@ def serve(**opts) -> None:
         )
     from taskd.api import create_app
     from taskd.api.serving import serve as serve_app
+    from taskd.errors import TaskdError
+    from taskd.startup import StartupError, prepare
     from taskd.store.db import check_location
 
     try:
+        # Everything that can refuse a start is checked before a file is made or a token shown.
         check_location(settings.db)
-    except Exception as exc:
-        raise click.UsageError(str(exc)) from None
-    structlog.get_logger("taskd").info("taskd starting", url=settings.url, db=str(settings.db))
-    serve_app(create_app(settings), settings)
+        prepared = prepare(settings)
+    except StartupError as exc:
+        fail(str(exc))
+    except TaskdError as exc:
+        fail(exc.message)
+
+    def started() -> None:  # once the app has started and listens
+        structlog.get_logger("taskd").info("taskd serving", url=settings.url, db=str(settings.db))
+
+    try:
+        serve_app(create_app(settings, lock=prepared.lock), settings, prepared.sockets, started)
+    except (TaskdError, OSError) as exc:  # the store refused to open after the checks passed
+        fail(getattr(exc, "message", None) or str(exc))
+    finally:
+        prepared.close()
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and a non-zero exit: no traceback for a refused start."""
+    click.echo(f"taskd: {message}", err=True)
+    sys.exit(2)
 
 
 def admin_token_from(path: Path, given: str | None) -> str:

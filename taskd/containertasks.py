@@ -28,8 +28,6 @@ MIN_MEMORY_MB = 6  # the smallest memory limit the Docker engine accepts
 DEFAULT_PULL_TIMEOUT = "15 minutes"
 LOG_FILES = {"output.log": "stdout", "stderr.log": "stderr", "executor.log": "executor"}
 MAX_READ = 1 << 20
-# Start failures the docker runner reports about the image (missing, pull failed/timed out).
-IMAGE_FAILURES = ("image ", "cannot inspect image", "a docker job needs an image")
 
 
 # -- durations as Drove writes them ("5m", "100 seconds", "15 minutes") ---------------------
@@ -193,10 +191,19 @@ SPEC_FIELDS = frozenset({"sourceAppName", "taskId", "executable", "resources", "
 
 def parse_create(body: Doc, svc: Any) -> tuple[RunPlan, str, str]:
     """The run a CREATE asks for; every problem is raised at once as validation errors."""
-    problems = body.problems
     op_spec(body)
     body.unknown({"type", "spec", "opSpec"})
     spec = body.obj("spec", required=True) or Doc({}, "spec", Problems())
+    return parse_spec(spec, svc, body.problems)
+
+
+def parse_spec(spec: Doc, svc: Any, problems: Problems | None = None) -> tuple[RunPlan, str, str]:
+    """The run a TaskSpec asks for (as CREATE and ``validate/spec`` read it).
+
+    Every problem found in ``problems`` (the spec's own by default) is raised at once as
+    validation errors.
+    """
+    problems = problems if problems is not None else spec.problems
     app, task_id = ident(spec, "sourceAppName"), ident(spec, "taskId")
     exe = spec.obj("executable", required=True) or Doc({}, "", Problems())
     if exe.str("type", "DOCKER") != "DOCKER":
@@ -230,14 +237,19 @@ def parse_create(body: Doc, svc: Any) -> tuple[RunPlan, str, str]:
 
     run_uuid = str(uuidlib.uuid4())
     instance_id = f"TI-{run_uuid}"
+    # What Drove gives a task container. DROVE_CONTAINER_ID is the image, as Drove's
+    # executor sets it (the container's own id does not exist before it is created).
     injected = {
+        "DROVE_CONTAINER_ID": url,
         "DROVE_TASK_ID": task_id,
         "DROVE_SOURCE_APP_NAME": app,
         "DROVE_INSTANCE_ID": instance_id,
         "DROVE_EXECUTOR_HOST": svc.settings.hostname,
     }
+    # HOST comes first so the task's own env can override it, as in Drove.
     job = JobSpec(runner="docker", image=url, command=tuple(args),
-                  env=tuple({**env, **injected}.items()), cpus=float(cpus), memory_mb=memory,
+                  env=tuple({"HOST": svc.settings.hostname, **env, **injected}.items()),
+                  cpus=float(cpus), memory_mb=memory,
                   pin_cores=True, volumes=tuple(mounts),
                   pull_timeout=pull[0] if pull else 0.0)  # fmt: skip
     template = TaskTemplate(name=task_id or "task", job=job, retry=RetryPolicy(1))
@@ -285,6 +297,8 @@ def drove_state(row: Any) -> tuple[str, dict[str, Any] | None, str]:
         return "RUNNING", None, ""
     if attempt == "exited":
         status = "SUCCESSFUL" if row["succeeded"] else "FAILED"
+        if reason == f"exited with status {row['exit_code']}":
+            reason = f"Task instance exited with status: {row['exit_code']}"  # Drove's words
         return "STOPPED", {"status": status, "exitCode": row["exit_code"]}, reason
     if attempt == "killed":
         return "STOPPED", *failed("CANCELLED", reason)
@@ -292,9 +306,10 @@ def drove_state(row: Any) -> tuple[str, dict[str, Any] | None, str]:
         return "STOPPED", *failed("TIMED_OUT", reason)
     if attempt == "lost":
         return "LOST", *failed("LOST", reason or "Instance lost")
-    if attempt == "start_failed" and reason.startswith(IMAGE_FAILURES):
-        return "PROVISIONING_FAILED", *failed("FAILED", reason)
-    return "RUN_FAILED", *failed("FAILED", reason)
+    # A task that could not be provisioned or started ends STOPPED with a FAILED result,
+    # as Drove's state machine takes PROVISIONING_FAILED and RUN_FAILED through
+    # DEPROVISIONING to STOPPED; the reason stays in errorMessage.
+    return "STOPPED", *failed("FAILED", reason)
 
 
 def task_info(row: Any, hostname: str) -> dict[str, Any]:

@@ -56,13 +56,6 @@ class UnsupportedMediaType(TaskdError):
     code = "unsupported_media_type"
 
 
-class Unavailable(TaskdError):
-    """taskd is at a limit that protects everyone (open streams); try again later."""
-
-    status = 503
-    code = "unavailable"
-
-
 class RateLimited(TaskdError):
     status = 429
     code = "rate_limited"
@@ -80,3 +73,11 @@ class RunnerError(TaskdError):
 
     status = 503
     code = "runner_error"
+
+
+class Unavailable(TaskdError):
+    """taskd cannot take this now (shutting down, a part of it down, at a limit that protects
+    everyone such as open log streams); try again later."""
+
+    status = 503
+    code = "unavailable"

@@ -10,12 +10,16 @@ followers (``GET .../logs?follow=true``) are woken on every flush.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections import deque
 
 import structlog
 
+from taskd.shell_conventions import Parsed, ShellConventions
 from taskd.store import Store
 from taskd.store import output as q
+from taskd.store import processes as pq
 
 log = structlog.get_logger("taskd.output")
 
@@ -28,15 +32,35 @@ class Followers:
 
     def __init__(self) -> None:
         self._events: dict[int, asyncio.Event] = {}
+        self._users: dict[int, int] = {}  # readers holding the current event of an attempt
+
+    def __len__(self) -> int:
+        """Attempts with a reader waiting for more output."""
+        return len(self._events)
 
     def event(self, attempt_id: int) -> asyncio.Event:
+        """The event set at the next flush or end; give it back with ``release``."""
         ev = self._events.get(attempt_id)
         if ev is None:
             ev = self._events[attempt_id] = asyncio.Event()
+        self._users[attempt_id] = self._users.get(attempt_id, 0) + 1
         return ev
+
+    def release(self, attempt_id: int, ev: asyncio.Event) -> None:
+        """A reader is done with ``ev``; the last one forgets it (an ended attempt is never
+        woken again, so nothing else would)."""
+        if self._events.get(attempt_id) is not ev:
+            return  # already woken and forgotten
+        users = self._users.get(attempt_id, 1) - 1
+        if users > 0:
+            self._users[attempt_id] = users
+        else:
+            self._users.pop(attempt_id, None)
+            del self._events[attempt_id]
 
     def wake(self, attempt_id: int) -> None:
         ev = self._events.pop(attempt_id, None)
+        self._users.pop(attempt_id, None)
         if ev is not None:
             ev.set()
 
@@ -71,6 +95,8 @@ class OutputWriter:
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._closed = False
+        # Sundial shell tasks: stdout lines become log entries, metadata and a status report.
+        self.lines: ShellConventions | None = None
 
     def write(self, stream: str, data: bytes) -> None:
         if not data or self._closed:
@@ -117,17 +143,55 @@ class OutputWriter:
                     offset, data = offset + len(data) - self.tail, data[-self.tail :]
                 rows.append((stream, offset, False, data))
         drop = self._roll(rows)
+        parsed = None
+        if self.lines is not None and "stdout" in pending:
+            parsed = self.lines.feed(b"".join(pending["stdout"]), time.time_ns())
         try:
-            ids = await self.store.write(q.append, self.attempt_id, rows, drop)
+            ids = await self.store.write(self._append, rows, drop, parsed)
         except Exception:
             log.exception("storing output failed", attempt=self.attempt_id)
             return
+        if parsed is not None:
+            await self._report(parsed)
         for (stream, _, head, data), chunk_id in zip(rows, ids, strict=True):
             if not head:
                 self._tails.setdefault(stream, deque()).append((chunk_id, len(data)))
                 self._tail_size[stream] = self._tail_size.get(stream, 0) + len(data)
         if self.followers is not None:
             self.followers.wake(self.attempt_id)
+
+    def _append(
+        self,
+        db: sqlite3.Connection,
+        rows: list[tuple[str, int, bool, bytes]],
+        drop: list[int],
+        parsed: Parsed | None,
+    ) -> list[int]:
+        ids = q.append(db, self.attempt_id, rows, drop)
+        if parsed:
+            pq.add_entries_of(db, self.attempt_id, parsed.logs, parsed.metadata)
+        return ids
+
+    async def _report(self, parsed: Parsed) -> None:
+        assert self.lines is not None
+        for status in parsed.statuses:
+            try:
+                await self.lines.report(status)
+            except Exception:
+                log.exception("storing a reported status failed", attempt=self.attempt_id)
+
+    async def end_of_output(self) -> None:
+        """Store what is buffered and, for shell tasks, read the last unfinished line too.
+
+        Called before the attempt's result is decided, so a status printed last counts.
+        """
+        await self.flush()
+        if self.lines is None:
+            return
+        parsed = self.lines.feed(b"", time.time_ns(), final=True)
+        if parsed:
+            await self.store.write(self._append, [], [], parsed)
+            await self._report(parsed)
 
     def _roll(self, rows: list[tuple[str, int, bool, bytes]]) -> list[int]:
         """Tail chunks to delete so each stream's tail stays about ``tail`` bytes."""

@@ -19,12 +19,12 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 
-from taskd.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
+from taskd.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
 from taskd.queue_model import (
     INT64_MAX,
     NS,
@@ -41,6 +41,9 @@ from taskd.queue_projects import QueueProjects
 from taskd.store import Store
 from taskd.store import queue as sq
 from taskd.store import queue_projects as qp
+
+if TYPE_CHECKING:
+    from taskd.engine.supervisor import Supervisor
 
 log = structlog.get_logger("taskd.queue")
 
@@ -232,9 +235,9 @@ class QueueService:
             raise RateLimited("Too many requests", rate_limit_delay=delay)
         duplicate = sq.insert_tasks(db, pid, [t.row() for t in tasks], worker, self.clock())
         if duplicate is not None:
-            bucket.give_back(len(tasks))  # nothing was stored, so nothing is charged
+            # 400, and the token stays spent: both as task_tracker answers a duplicate hash.
             where = f"requests[{duplicate}]: " if len(tasks) > 1 else ""
-            raise Conflict(
+            raise BadRequest(
                 f"{where}a task with hash64 {tasks[duplicate].hash64} already "
                 f"exists in project {pid}; nothing was stored"
             )
@@ -266,18 +269,17 @@ class QueueService:
                 "You may not take tasks from this project: "
                 "ask for ASSIGN access with /project/request_access"
             )
-        if project["paused"]:
-            return None
         bucket = self._buckets(project)[0]
         delay = bucket.take(1, self.monotonic())
         if delay:
             raise RateLimited("Too many requests", rate_limit_delay=delay)
+        if project["paused"]:
+            return None  # nothing to assign; the token is spent, as in task_tracker
         now = self.clock()
         sq.free_expired_leases(db, now)  # an expired lease is free, whether swept yet or not
         task = sq.lease_next(db, pid, worker, now, self.default_lease_ns)
         if task is None:
-            bucket.give_back(1)  # as the seed does: asking for nothing costs nothing
-            return None
+            return None  # the token stays spent, as in task_tracker
         return task, project
 
     async def release(
@@ -298,11 +300,12 @@ class QueueService:
             or task["status"] != Status.NEW
             or task["lease_expires_at"] <= now
         ):
+            # ok true with updated false, as the seed's release answers it.
             return Released(
+                True,
                 False,
-                False,
-                "You do not hold this task any more: your lease expired, it was taken back "
-                "or given to another worker, or the task is no longer open",
+                "Task was not marked as closed: you do not hold this task any more (your lease"
+                " expired, it was taken back or given to another worker, or it is closed)",
             )
         if result == Result.SKIP:
             sq.unassign(db, tid, retries=task["retries"], status=Status.NEW)
@@ -349,9 +352,13 @@ class QueueService:
 
     # -- background: lease expiry and monitoring snapshots ------------------------------------
 
-    async def start(self) -> None:
-        """Start the background task that sweeps leases and takes snapshots."""
-        self._task = asyncio.create_task(self._maintain(), name="taskd-queue-maintenance")
+    async def start(self, supervisor: Supervisor | None = None) -> None:
+        """Start the background task that sweeps leases and takes snapshots (supervised: a
+        crash restarts it)."""
+        if supervisor is not None:
+            self._task = supervisor.spawn("queue-maintenance", self._maintain)
+        else:
+            self._task = asyncio.create_task(self._maintain(), name="taskd-queue-maintenance")
 
     async def stop(self) -> None:
         """Stop the background task."""

@@ -293,17 +293,24 @@ def worker_json(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class TokenBucket:
-    """``rate`` tokens a second, holding at most ``burst = max(1, rate)``; rate 0 = unlimited.
+    """task_tracker's limiter: ``rate`` tokens a second and a burst of **one**; rate 0 = unlimited.
 
-    A request for more tokens than the burst (a bulk submit) is granted once the bucket is
-    full and leaves it in debt, so big requests are slowed down, never refused forever.
+    The original holds one ``golang.org/x/time/rate`` limiter (burst 1) per project and
+    direction. A request is granted when a whole token has accrued since the last granted one;
+    otherwise it is refused with the time until that token accrues, and the refused request
+    costs nothing. A granted request is never refunded (the original's ``Cancel`` of a granted
+    reservation restores nothing), not even when it found no task or stored nothing.
+
+    A request for more than one token (a bulk submit) is granted once the bucket is full and
+    leaves it in debt, so big requests are slowed to the rate instead of being refused forever
+    as the original does.
     """
 
     __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, now: float) -> None:
         self.rate = rate
-        self.burst = max(1.0, rate)
+        self.burst = 1.0
         self.tokens = self.burst
         self.stamp = now
 
@@ -320,11 +327,6 @@ class TokenBucket:
             self.tokens -= n
             return 0.0
         return math.ceil((need - self.tokens) / self.rate * 1e6) / 1e6
-
-    def give_back(self, n: int) -> None:
-        """Return tokens for a request that did nothing (no task, nothing stored)."""
-        if self.rate > 0:
-            self.tokens = min(self.burst, self.tokens + n)
 
 
 # -- unique_string -> hash64 ------------------------------------------------------------------

@@ -110,7 +110,9 @@ class QueueProjects:
         # Hidden projects accept requests too: knowing the id is the way in.
         _existing(db, pid)
         if not qp.insert_access_request(db, pid, worker, assign, submit, self.queue.clock()):
-            raise Conflict("You already have an active request or access to this project")
+            raise BadRequest(  # 400, as task_tracker answers it
+                "You already have an active request or access to this project"
+            )
 
     async def accept_request(self, pid: int, wid: int) -> None:
         if not await self.store.write(qp.accept_access_request, pid, wid):

@@ -13,6 +13,7 @@ from taskd.config import Settings
 from taskd.engine.core import Engine
 from taskd.engine.scheduler import Scheduler
 from taskd.store import Store, tokens
+from taskd.store.db import DatabaseLock
 
 log = structlog.get_logger("taskd")
 
@@ -26,9 +27,31 @@ class Services:
     engine: Engine = None  # type: ignore[assignment]
     scheduler: Scheduler = None  # type: ignore[assignment]
     extras: dict[str, Any] = field(default_factory=dict)  # family-owned services (work queue)
+    lock: DatabaseLock | None = None  # held here when ``open`` took it (not the caller)
 
     @classmethod
-    async def open(cls, settings: Settings) -> Services:
+    async def open(cls, settings: Settings, lock: DatabaseLock | None = None) -> Services:
+        """Open the store and build the engine; takes the database lock unless given one.
+
+        One server per database: a second would take the first one's running jobs for lost.
+        """
+        own = None
+        if lock is None:
+            own = DatabaseLock(settings.db)
+            own.acquire()
+        try:
+            return await cls._open(settings, own)
+        except BaseException:
+            if own is not None:
+                own.release()
+            raise
+
+    @classmethod
+    async def _open(cls, settings: Settings, lock: DatabaseLock | None) -> Services:
+        from taskd.engine.core import RUNNER_IMPORT_ERRORS
+
+        for runner, why in sorted(RUNNER_IMPORT_ERRORS.items()):
+            log.error("runner unavailable: it failed to import", runner=runner, error=why)
         store = await Store.open(settings.db)
         token, generated = load_admin_token(settings.admin_token, settings.token_file)
         if generated:
@@ -39,10 +62,21 @@ class Services:
             )
         instance = await store.write(tokens.meta_setdefault, "instance", secrets.token_hex(6))
         services = cls(settings=settings, store=store, auth=Authenticator(store, token),
-                        instance=instance)  # fmt: skip
+                        instance=instance, lock=lock)  # fmt: skip
         services.engine = Engine(settings, store, instance)
         services.scheduler = Scheduler(services.engine)
         return services
 
+    def down(self) -> dict[str, str]:
+        """The parts not working now, and why (``GET /ready`` answers 503 naming them)."""
+        parts = dict(self.engine.supervisor.down) if self.engine is not None else {}
+        if self.store.lost:
+            parts["store"] = self.store.lost
+        return parts
+
     async def close(self) -> None:
-        await self.store.close()
+        try:
+            await self.store.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()

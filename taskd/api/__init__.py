@@ -11,10 +11,15 @@ from taskd.api import envelopes, guard, idempotency, serving
 from taskd.api.keys import SERVICES
 from taskd.config import Settings
 from taskd.services import Services
+from taskd.store.db import DatabaseLock
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The whole taskd server: store, engine and every API family, started with the app."""
+def create_app(settings: Settings, lock: DatabaseLock | None = None) -> web.Application:
+    """The whole taskd server: store, engine and every API family, started with the app.
+
+    ``lock`` is the database lock the caller already holds (``taskd serve`` takes it before
+    anything else); without one the app takes it itself.
+    """
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
@@ -26,7 +31,7 @@ def create_app(settings: Settings) -> web.Application:
     guard.install(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        services = await Services.open(settings)
+        services = await Services.open(settings, lock)
         app[SERVICES] = services
         try:
             # Families first: they install hooks (generators) that recovered runs may need.

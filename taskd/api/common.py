@@ -7,6 +7,8 @@ from aiohttp import web
 from taskd.api.apischema import Op, obj
 from taskd.api.guard import access
 from taskd.api.http import json_response
+from taskd.api.keys import SERVICES
+from taskd.errors import Unavailable
 
 routes = web.RouteTableDef()
 
@@ -14,14 +16,23 @@ routes = web.RouteTableDef()
 @routes.get("/ready")
 @access("public")
 async def ready(request: web.Request) -> web.Response:
-    """Health check for every family (Daggy's greeting)."""
+    """Health check for every family (Daggy's greeting); 503 naming what is down."""
+    down = request.app[SERVICES].down()
+    if down:
+        raise Unavailable(
+            f"taskd is degraded: {', '.join(sorted(down))} down",
+            details=[f"{part}: {why}" for part, why in sorted(down.items())],
+        )
     return json_response({"msg": "Ya like DAGs?"})
 
 
 OPENAPI = {
     "GET /ready": Op(
         "Health check (Daggy's greeting)",
+        description="503 while a part of taskd is down (a crashed background task waiting "
+        "to restart, a database file that was replaced); the error names each part.",
         response=obj({"msg": {"const": "Ya like DAGs?"}}, ["msg"]),
+        errors=(503,),
     ),
 }
 

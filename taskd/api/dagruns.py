@@ -2,7 +2,8 @@
 
 Handlers parse, call one service (the DAG spec parser, the engine or a store view) and reply in
 Daggy's shapes: integer ``runID``s, nanosecond time strings, upper-case states. A dagrun is an
-ordinary run of kind ``dag``; this module only translates.
+ordinary run of kind ``dag``; this module only translates. A ``runID`` is the run's number
+among DAG runs (0, 1, 2, ... as in Daggy), not the core's run id, which all kinds share.
 """
 
 from __future__ import annotations
@@ -218,8 +219,9 @@ async def submit(request: web.Request) -> web.Response:
     assert spec is not None
     plan = RunPlan(kind=RunKind.DAG, name=spec.tag, trigger=Trigger.API, uuid=str(uuid.uuid4()),
                    tasks=spec.tasks, params=spec.parameters)  # fmt: skip
-    run = await svc.engine.submit(plan)
-    return json_response({"runID": run.id})
+    numbers: list[int] = []
+    await svc.engine.submit(plan, also=lambda db, run_id: numbers.append(dq.number_run(db, run_id)))
+    return json_response({"runID": numbers[0]})
 
 
 @routes.post("/v1/dagrun/validate")
@@ -244,15 +246,13 @@ async def get_run(request: web.Request) -> web.Response:
 @routes.delete(r"/v1/dagrun/{runid:\d+}")
 @access("admin")
 async def kill_run(request: web.Request) -> web.Response:
-    """Kill every running task of the run; answers once they are gone."""
+    """Kill every running task of the run; answers once they are gone, with no body."""
     svc = request.app[SERVICES]
-    run_id = run_id_of(request)
-    await svc.store.read(dq.dag_run, run_id)  # 404 for a run that is not a DAG run
-    run = await svc.engine.kill_run(run_id, "the DAG run was killed by request")
+    row = await svc.store.read(dq.dag_run, run_id_of(request))
+    run = await svc.engine.kill_run(row["id"], "the DAG run was killed by request")
     if run is not None:
         await wait_ended(svc.engine, run.done.wait())
-    row = await svc.store.read(dq.dag_run, run_id)
-    return json_response({"runID": run_id, "state": RUN_STATES[row["state"]]})
+    return web.Response(status=200)
 
 
 @routes.get(r"/v1/dagrun/{runid:\d+}/state")
@@ -267,9 +267,9 @@ async def run_state(request: web.Request) -> web.Response:
 async def set_run_state(request: web.Request) -> web.Response:
     """QUEUED (or RUNNING) resumes an ERRORED or KILLED run; completed tasks are kept."""
     svc = request.app[SERVICES]
-    run_id = run_id_of(request)
+    number = run_id_of(request)
     wanted = request.match_info["state"].upper()
-    row = await svc.store.read(dq.dag_run, run_id)
+    row = await svc.store.read(dq.dag_run, number)
     current = RUN_STATES[row["state"]]
     if wanted not in RESUME_TO or current not in RESUMABLE:
         raise BadRequest(
@@ -277,8 +277,8 @@ async def set_run_state(request: web.Request) -> web.Response:
             " KILLED run can be set to QUEUED (or RUNNING), which resumes it"
         )
     # Each unfinished task gets its full allowance again: maxRetries + 1 attempts.
-    await svc.engine.restart(run_id, lambda task: int(task.extra.get("maxRetries", 0)) + 1)
-    return json_response({"runID": run_id})
+    await svc.engine.restart(row["id"], lambda task: int(task.extra.get("maxRetries", 0)) + 1)
+    return json_response({"runID": number})
 
 
 @routes.get(r"/v1/dagrun/{runid:\d+}/task/{name}")
@@ -293,20 +293,21 @@ async def get_task(request: web.Request) -> web.Response:
 @routes.delete(r"/v1/dagrun/{runid:\d+}/task/{name}")
 @access("admin")
 async def kill_task(request: web.Request) -> web.Response:
-    """Kill one task (its children then never run); answers once its process is gone."""
+    """Kill one task (its children then never run); answers once its process is gone, with
+    no body."""
     svc = request.app[SERVICES]
-    run_id = run_id_of(request)
+    number = run_id_of(request)
     name = request.match_info["name"]
-    await svc.store.read(dq.task_state, run_id, name)  # 404 for an unknown run or task
-    run = svc.engine.runs.get(run_id)
+    await svc.store.read(dq.task_state, number, name)  # 404 for an unknown run or task
+    row = await svc.store.read(dq.dag_run, number)
+    run = svc.engine.runs.get(row["id"])
     node = run.by_name.get(name) if run is not None else None
     if node is not None:
         await svc.engine.kill_task(node, "the task was killed by request")
         live = node.live
         if live is not None and live.watcher is not None:
             await wait_ended(svc.engine, asyncio.shield(live.watcher))
-    state = await svc.store.read(dq.task_state, run_id, name)
-    return json_response({"runID": run_id, "taskName": name, "state": TASK_STATES[state]})
+    return web.Response(status=200)
 
 
 @routes.get(r"/v1/dagrun/{runid:\d+}/task/{name}/state")

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from taskd.api.http import json_response
 from taskd.api.keys import SERVICES
-from taskd.errors import TaskdError
+from taskd.errors import TaskdError, Unavailable
 
 log = structlog.get_logger("taskd.api")
 
@@ -123,9 +123,15 @@ async def errors_middleware(
         if "Allow" in exc.headers:  # a 405 names the methods there are (RFC 9110)
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except (ConnectionResetError, TimeoutError) as exc:
+    except ConnectionResetError as exc:
         # The client went away mid-request; nothing to answer.
         raise web.HTTPServiceUnavailable() from exc
+    except TimeoutError:
+        # Something taskd waited on (Docker, the store) did not answer in time: the client is
+        # still there and gets the family's envelope like any other error.
+        log.warning("request timed out", method=request.method, path=request.path)
+        err = Unavailable("taskd timed out waiting on a backend; try again")
+        return render(request, err)
     except Exception:
         log.exception("request failed", method=request.method, path=request.path)
         return render(request, TaskdError("internal error; see the server log"))

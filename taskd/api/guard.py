@@ -55,6 +55,35 @@ def presented_token(request: web.Request) -> str | None:
     return None
 
 
+def daggy_hint(request: web.Request) -> str:
+    """How a Daggy client, which sends no credentials, is let in."""
+    if family_of(request.path) != "daggy" or request.headers.get("Authorization"):
+        return ""
+    return (
+        "; Daggy clients that send none are accepted only when taskd is started with"
+        " --daggy-anonymous (or TASKD_DAGGY_ANONYMOUS=1)"
+    )
+
+
+def drove_default_hint(request: web.Request) -> str:
+    """Why Drove's stock ``admin:admin`` is refused, and the option that accepts it."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or family_of(request.path) != "drove":
+        return ""
+    try:
+        sent = base64.b64decode(value.strip()).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    if sent != "admin:admin":
+        return ""
+    return (
+        "; Drove's default admin:admin is not accepted: its password must be taskd's admin"
+        " token, so start taskd with --admin-token admin (or TASKD_ADMIN_TOKEN=admin) to"
+        " accept it"
+    )
+
+
 async def principal_of(request: web.Request) -> Principal:
     cached = request.get(PRINCIPAL)
     if cached is None:
@@ -74,6 +103,12 @@ async def auth_middleware(
     if level == "public":
         return await handler(request)
     who = await principal_of(request)
+    # Daggy has no authentication; a caller who sends no credential at all is let in when
+    # that was opted into (a wrong credential is still refused).
+    open_daggy = request.app[SERVICES].settings.daggy_anonymous
+    uncredentialed = "Authorization" not in request.headers
+    if open_daggy and uncredentialed and family_of(request.path) == "daggy":
+        return await handler(request)
     if level == "read" and who.can_read:
         return await handler(request)
     if who.is_admin:
@@ -88,11 +123,11 @@ async def auth_middleware(
         if family_of(request.path) == "drove":
             raise Unauthorized(
                 "credentials required: send 'Authorization: Bearer <token>' "
-                "(or HTTP Basic admin:<token>)"
+                "(or HTTP Basic admin:<token>)" + drove_default_hint(request)
             )
         raise Unauthorized(
             "credentials required: send 'Authorization: Bearer <token>' "
-            "(HTTP Basic is accepted only on Drove's /apis/ routes)"
+            "(HTTP Basic is accepted only on Drove's /apis/ routes)" + daggy_hint(request)
         )
     raise Forbidden("these credentials may not do this")
 

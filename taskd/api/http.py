@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from taskd.api.keys import SERVICES
 from taskd.errors import BadRequest, UnsupportedMediaType
 
 JSON = "application/json"
@@ -27,10 +28,17 @@ async def read_json(request: web.Request, *, expect: type | None = None) -> Any:
 
     A request that carries credentials a browser sends by itself must say its body is JSON:
     a cross-site page can post ``text/plain`` or a form with them, never ``application/json``.
+    An uncredentialed Daggy request (``--daggy-anonymous``) holds the same power and may not
+    come with a type such a page could send either.
     """
-    if not json_typed(request) and ambient_credentials(request):
+    refused = not json_typed(request) and ambient_credentials(request)
+    if not refused and "Authorization" not in request.headers:
+        refused = daggy_anonymous(request) and cross_site_sendable(request)
+    if refused:
+        sent = request.content_type if "Content-Type" in request.headers else "no content type"
         raise UnsupportedMediaType(
-            f"the body must be sent as application/json, not {request.content_type!r}"
+            f"send the body as application/json, not {sent}: a request a web page could make "
+            "a browser send is not taken from credentials it did not choose"
         )
     raw = await request.read()
     if not raw.strip():
@@ -85,6 +93,24 @@ def json_typed(request: web.Request) -> bool:
         return False
     kind = request.content_type
     return kind == JSON or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+# What a cross-site page can make a browser send without asking the server first (CORS).
+CROSS_SITE_TYPES = frozenset(
+    {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
+
+
+def cross_site_sendable(request: web.Request) -> bool:
+    return "Content-Type" not in request.headers or request.content_type in CROSS_SITE_TYPES
+
+
+def daggy_anonymous(request: web.Request) -> bool:
+    """Whether this request is Daggy's and taskd takes such requests without credentials."""
+    from taskd.api.envelopes import family_of  # envelopes imports this module
+
+    settings = request.app[SERVICES].settings
+    return settings.daggy_anonymous and family_of(request.path) == "daggy"
 
 
 def ambient_credentials(request: web.Request) -> bool:

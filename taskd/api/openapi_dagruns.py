@@ -164,9 +164,8 @@ OPERATIONS = {
     ),
     "DELETE /v1/dagrun/{runid}": Op(
         "Kill a DAG run",
-        "Answers once its running tasks are gone.",
+        "Answers once its running tasks are gone, with an empty body (as Daggy).",
         path=RUN,
-        response=obj({"runID": INT, "state": enum(*RUN_STATES)}, ["runID", "state"]),
     ),
     "GET /v1/dagrun/{runid}/state": Op("Get the state of a DAG run", path=RUN, response=STATE),
     "PATCH /v1/dagrun/{runid}/state/{state}": Op(
@@ -181,11 +180,8 @@ OPERATIONS = {
     ),
     "DELETE /v1/dagrun/{runid}/task/{name}": Op(
         "Kill a task (its children then never run)",
+        "Answers once its process is gone, with an empty body (as Daggy).",
         path=TASK,
-        response=obj(
-            {"runID": INT, "taskName": STR, "state": enum(*TASK_STATES)},
-            ["runID", "taskName", "state"],
-        ),
     ),
     "GET /v1/dagrun/{runid}/task/{name}/state": Op(
         "Get a task's state", path=TASK, response=TASK_STATE

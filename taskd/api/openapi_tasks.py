@@ -33,6 +33,14 @@ def envelope(data: dict) -> dict:
     )
 
 
+def failed(data: dict | None = None) -> dict:
+    """A FAILED reply with HTTP 200: Drove's answer for a task that is not there."""
+    props = {"status": enum("FAILED"), "message": STR}
+    if data is not None:
+        props["data"] = data
+    return obj(props, ["status", "message"])
+
+
 OP_SPEC = obj(
     {
         "timeout": DURATION,
@@ -154,6 +162,17 @@ TASK_LINK = {
 }
 
 OPERATIONS = {
+    "GET /apis/v1/ping": Op(
+        "Check the server answers",
+        "Drove's clients call it first, to validate the endpoint and credentials.",
+        response=envelope(enum("pong")),
+    ),
+    "POST /apis/v1/tasks/validate/spec": Op(
+        "Validate a task spec without creating the task",
+        "Checks a bare TaskSpec as CREATE does (not whether its task id is taken).",
+        body=ref("DroveTaskSpec"),
+        response=obj({"status": enum("SUCCESS"), "message": STR}, ["status", "message"]),
+    ),
     "POST /apis/v1/tasks/operations": Op(
         "CREATE a task, or KILL one",
         "A KILL answers once the task stopped, or 504 when it has not stopped within"
@@ -172,14 +191,23 @@ OPERATIONS = {
         response=envelope(arr(ref("DroveTaskInfo"))),
     ),
     "GET /apis/v1/tasks/{sourceAppName}/instances/{taskId}": Op(
-        "Get one task in any state", path=TASK_PATH, response=envelope(ref("DroveTaskInfo"))
+        "Get one task in any state",
+        "A task that does not exist answers 200 with status FAILED and the message"
+        " `No such task instance APP/TID`, as Drove does.",
+        path=TASK_PATH,
+        response={"oneOf": [envelope(ref("DroveTaskInfo")), failed()]},
     ),
     "DELETE /apis/v1/tasks/{sourceAppName}/instances/{taskId}": Op(
         "Delete a finished task's record and output",
-        "An active task must be killed first (409).",
+        "What cannot be deleted (no such task, or a task still active, which must be killed"
+        ' first) answers 200 with status FAILED and `{"deleted": false}`, as Drove does.',
         path=TASK_PATH,
-        response=envelope(obj({"deleted": {"type": "boolean"}}, ["deleted"])),
-        errors=(409,),
+        response={
+            "oneOf": [
+                envelope(obj({"deleted": enum(True)}, ["deleted"])),
+                failed(obj({"deleted": enum(False)}, ["deleted"])),
+            ]
+        },
         extension=True,
     ),
     "POST /apis/v1/tasks/search": Op(

@@ -208,16 +208,26 @@ OPERATIONS = {
     ),
     "POST /task/bulk_submit": Op(
         "Submit many tasks of one project, all or none",
-        body=obj(
-            {"requests": arr(ref("QueueNewTask"), minItems=1, maxItems=MAX_BULK)}, ["requests"]
-        ),
+        "The body is the bare array of submit requests (as task_tracker's document shows) or"
+        ' `{"requests": [...]}` (as its code reads it).',
+        body={
+            "oneOf": [
+                arr(ref("QueueNewTask"), minItems=1, maxItems=MAX_BULK),
+                obj(
+                    {"requests": arr(ref("QueueNewTask"), minItems=1, maxItems=MAX_BULK)},
+                    ["requests"],
+                ),
+            ]
+        },
         response=reply(),
         auth=WORKER,
         errors=(429,),
     ),
     "GET /task/get/{project}": Op(
         "Lease the project's next task",
-        "200 with `ok` false and a message when there is none.",
+        "200 with `ok` false and a message when there is none. Bad or missing worker"
+        " credentials are answered 403 here and on /task/release (401 on the other worker"
+        " routes), as task_tracker answers them.",
         path={"project": PATH_ID},
         response=reply(obj({"task": ref("QueueTask")}, ["task"])),
         auth=WORKER,
@@ -299,7 +309,6 @@ OPERATIONS = {
         body=obj({"project": ID, "assign": nullable(BOOL), "submit": nullable(BOOL)}, ["project"]),
         response=reply(),
         auth=WORKER,
-        errors=(409,),
         links={
             # Once an admin accepted the request (accept_request), the worker may submit.
             "SubmitTask": {

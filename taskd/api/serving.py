@@ -21,10 +21,10 @@ import asyncio
 import contextlib
 import hashlib
 import resource
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
 
 import orjson
 import structlog
@@ -294,23 +294,26 @@ class RequestTimeout(TaskdError):
     code = "request_timeout"
 
 
-class GuardedSite(web.TCPSite):
-    """A TCP site whose connections go through a ConnectionGuard."""
+class GuardedSite(web.BaseSite):
+    """A listening socket whose connections go through a ConnectionGuard."""
 
-    def __init__(self, runner: web.AppRunner, guard: ConnectionGuard, **kw: Any) -> None:
-        super().__init__(runner, **kw)
+    def __init__(self, runner: web.AppRunner, guard: ConnectionGuard, sock: socket.socket) -> None:
+        super().__init__(runner, backlog=BACKLOG)
         self.guard = guard
+        self._sock = sock
+
+    @property
+    def name(self) -> str:
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}"
 
     async def start(self) -> None:
-        await web.BaseSite.start(self)
+        await super().start()
         server = self._runner.server
         assert server is not None
         self.guard.factory = server
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self.guard, self._host, self._port, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
-        )  # fmt: skip
+        self._server = await loop.create_server(self.guard, sock=self._sock, backlog=BACKLOG)
 
 
 def install(app: web.Application, settings: Settings) -> None:
@@ -320,8 +323,14 @@ def install(app: web.Application, settings: Settings) -> None:
     app[FOLLOWS] = StreamSlots(settings.max_follows, settings.max_follows_per_credential)
 
 
-def serve(app: web.Application, settings: Settings) -> None:
-    """Run the app until SIGTERM/SIGINT, as ``web.run_app`` does, behind the connection guard."""
+def serve(
+    app: web.Application,
+    settings: Settings,
+    sockets: list[socket.socket],
+    started: Callable[[], None] | None = None,
+) -> None:
+    """Run the app on ``sockets`` until SIGTERM/SIGINT, as ``web.run_app`` does, behind the
+    connection guard; ``started`` is called once it listens."""
     guard = app[GUARD]
     guard.cap = connection_cap(settings.max_connections, raise_fd_limit())
     # Work moved to threads (large DAG expansions) still holds the GIL; the loop waits up to
@@ -336,11 +345,11 @@ def serve(app: web.Application, settings: Settings) -> None:
         )  # fmt: skip
         await runner.setup()
         try:
-            site = GuardedSite(
-                runner, guard, host=settings.host, port=settings.port, backlog=BACKLOG
-            )
-            await site.start()
+            for sock in sockets:
+                await GuardedSite(runner, guard, sock).start()
             log.info("listening", url=settings.url, max_connections=guard.cap)
+            if started is not None:
+                started()
             await asyncio.Event().wait()  # until SIGTERM/SIGINT raise GracefulExit
         finally:
             await runner.cleanup()

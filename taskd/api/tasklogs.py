@@ -47,22 +47,26 @@ async def send_output(
     await resp.prepare(request)
     expected: dict[str, int] = {}
     last_id = 0
+    followers = svc.engine.followers
     while True:
         # Take the wake-up event before reading, so a flush between the two is not missed.
-        woken = svc.engine.followers.event(attempt_id)
-        still_open = await svc.store.read(attempt_open, attempt_id)
-        chunks = await svc.store.read(oq.chunks, attempt_id, streams, last_id)
-        for chunk in chunks:
-            start = expected.get(chunk.stream, 0)
-            if chunk.offset > start:
-                await resp.write(oq.dropped_marker(chunk.offset - start))
-            await resp.write(chunk.data)
-            expected[chunk.stream] = chunk.offset + len(chunk.data)
-            last_id = chunk.id
-        if not follow or not still_open:
-            break
-        if not await woken_while_connected(request, woken):
-            return resp  # the client left: free its follow slot now, not at the next flush
+        woken = followers.event(attempt_id)
+        try:
+            still_open = await svc.store.read(attempt_open, attempt_id)
+            chunks = await svc.store.read(oq.chunks, attempt_id, streams, last_id)
+            for chunk in chunks:
+                start = expected.get(chunk.stream, 0)
+                if chunk.offset > start:
+                    await resp.write(oq.dropped_marker(chunk.offset - start))
+                await resp.write(chunk.data)
+                expected[chunk.stream] = chunk.offset + len(chunk.data)
+                last_id = chunk.id
+            if not follow or not still_open:
+                break
+            if not await woken_while_connected(request, woken):
+                return resp  # the client left: free its follow slot now, not at the next flush
+        finally:
+            followers.release(attempt_id, woken)
     await resp.write_eof()
     return resp
 

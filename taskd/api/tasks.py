@@ -3,11 +3,14 @@
 A Drove task is a run of kind ``task`` with one task on the docker runner, never retried.
 Replies use Drove's envelope ``{"status", "data", "message"}`` and epoch-millisecond times;
 errors under ``/apis/`` are rendered in it by the error middleware (validation errors as
-``data.validationErrors`` with 400). Where taskd differs from Drove, on purpose:
+``data.validationErrors`` with 400). As in Drove, a task that does not exist is not an HTTP
+error: its GET and DELETE answer 200 with the FAILED envelope. Where taskd differs from Drove,
+on purpose:
 
-- not found answers 404 with the FAILED envelope (Drove: 200 + FAILED), like every error here;
 - a KILL whose task does not stop within ``opSpec.timeout`` answers 504 with the FAILED
   envelope; the kill goes on;
+- DELETE refuses the record of a task that is still active (Drove would forget it while its
+  container runs on);
 - ``POST /apis/v1/tasks/search`` is a JSON search answering TaskInfos, not a UI redirect;
 - each stream of the container is its own log file: ``output.log`` (stdout), ``stderr.log``
   and ``executor.log`` (what taskd noted, such as why the task failed).
@@ -34,6 +37,7 @@ from taskd.containertasks import (
     ident,
     op_spec,
     parse_create,
+    parse_spec,
     task_info,
 )
 from taskd.errors import BadRequest, Conflict, NotFound, TaskdError
@@ -58,6 +62,18 @@ def envelope(data: Any) -> web.Response:
     return json_response({"status": "SUCCESS", "data": data, "message": "success"})
 
 
+def failure(message: str, data: Any = None) -> web.Response:
+    """A FAILED reply with HTTP 200, as Drove answers a read of something that is not there."""
+    body: dict[str, Any] = {"status": "FAILED", "message": message}
+    if data is not None:
+        body["data"] = data
+    return json_response(body)
+
+
+def missing(app: str, task_id: str) -> web.Response:
+    return failure(f"No such task instance {app}/{task_id}")
+
+
 def path_ids(request: web.Request, app_key: str = "sourceAppName") -> tuple[str, str]:
     """(app, task id) from the path; ids that cannot exist are simply not found."""
     app, task_id = request.match_info[app_key], request.match_info["taskId"]
@@ -76,6 +92,26 @@ async def task_row(request: web.Request, app_key: str = "sourceAppName") -> Any:
 
 
 # -- operations -----------------------------------------------------------------------------
+
+
+@routes.get("/apis/v1/ping")
+@access("read")
+async def ping(request: web.Request) -> web.Response:
+    """Drove's liveness check; its clients call it first to validate the endpoint."""
+    return envelope("pong")
+
+
+@routes.post("/apis/v1/tasks/validate/spec")
+@access("read")
+async def validate_spec(request: web.Request) -> web.Response:
+    """Check a bare TaskSpec as a CREATE would, without starting anything.
+
+    Duplicates are not checked (Drove does not either): the spec is valid, the task id may
+    still be taken when it is created.
+    """
+    spec = Doc(await read_json(request, expect=dict), "spec", Problems())
+    parse_spec(spec, request.app[SERVICES])
+    return json_response({"status": "SUCCESS", "message": "success"})
 
 
 @routes.post("/apis/v1/tasks/operations")
@@ -147,20 +183,32 @@ async def list_active(request: web.Request) -> web.Response:
 @routes.get("/apis/v1/tasks/{sourceAppName}/instances/{taskId}")
 @access("read")
 async def get_task(request: web.Request) -> web.Response:
-    """One task in any state, until its record is deleted."""
-    row = await task_row(request)
+    """One task in any state, until its record is deleted; 200 + FAILED when there is none."""
+    app, task_id = request.match_info["sourceAppName"], request.match_info["taskId"]
+    row = None
+    if ID.fullmatch(app) and ID.fullmatch(task_id):
+        row = await request.app[SERVICES].store.read(cq.find, app, task_id)
+    if row is None:
+        return missing(app, task_id)
     return envelope(task_info(row, request.app[SERVICES].settings.hostname))
 
 
 @routes.delete("/apis/v1/tasks/{sourceAppName}/instances/{taskId}")
 @access("admin")
 async def delete_task(request: web.Request) -> web.Response:
-    """Delete a finished task's record and output; an active task must be killed first."""
-    app, task_id = path_ids(request)
+    """Delete a finished task's record and output; an active task must be killed first.
+
+    What cannot be deleted answers 200 with the FAILED envelope and ``{"deleted": false}``,
+    as Drove does.
+    """
+    app, task_id = request.match_info["sourceAppName"], request.match_info["taskId"]
+    why = f"Could not delete {app}/{task_id}"
+    if not (ID.fullmatch(app) and ID.fullmatch(task_id)):
+        return failure(f"{why}: no such task instance", {"deleted": False})
     try:
         await request.app[SERVICES].store.write(cq.delete_finished, app, task_id)
-    except Conflict as exc:
-        raise Conflict(exc.message, data={"deleted": False}) from None
+    except (Conflict, NotFound) as exc:
+        return failure(f"{why}: {exc.message}", {"deleted": False})
     return envelope({"deleted": True})
 
 

@@ -48,10 +48,28 @@ def reply(content: Any = None, message: str | None = None, *, ok: bool = True) -
     return json_response(body)
 
 
-async def worker_of(request: web.Request) -> WorkerAuth:
-    return await queue_of(request).authenticate(
-        request.headers.get("X-Worker-ID"), request.headers.get("X-Secret")
-    )
+async def worker_of(request: web.Request, *, refused: int = 401) -> WorkerAuth:
+    """The calling worker; a bad or missing X-Worker-ID/X-Secret is answered with ``refused``.
+
+    task_tracker answers 401 on most worker routes but 403 on /task/get and /task/release,
+    and its clients were written against those codes.
+    """
+    try:
+        return await queue_of(request).authenticate(
+            request.headers.get("X-Worker-ID"), request.headers.get("X-Secret")
+        )
+    except Unauthorized as exc:
+        message = exc.message
+        if "X-Signature" in request.headers and not request.headers.get("X-Secret"):
+            # Earlier task_tracker clients signed requests; the documented protocol sends the
+            # secret itself, and taskd keeps only a hash of it, so it cannot check signatures.
+            message += (
+                ": send the worker's secret in X-Secret; signed requests (X-Signature) are"
+                " not supported"
+            )
+        if refused == 403:
+            raise Forbidden(message) from None
+        raise Unauthorized(message) from None
 
 
 def path_id(request: web.Request, name: str, what: str) -> int:
@@ -84,8 +102,9 @@ async def create_worker(request: web.Request) -> web.Response:
         who = await principal_of(request)
         if who.role == "anonymous":
             raise Unauthorized(
-                "registering a worker needs the admin credential"
-                " (or a server started with --queue-open-registration)"
+                "registering a worker needs taskd's admin token (send 'Authorization: Bearer"
+                " <admin token>'), or a server started with --queue-open-registration"
+                " (TASKD_QUEUE_OPEN_REGISTRATION=1) to let anyone register workers"
             )
         if not who.is_admin:
             raise Forbidden("only an admin may register workers")
@@ -146,9 +165,17 @@ async def submit_task(request: web.Request) -> web.Response:
 @access("public")
 @idempotent(QUEUE_SUBMIT)
 async def bulk_submit(request: web.Request) -> web.Response:
-    """Submit many tasks of one project, all or none."""
+    """Submit many tasks of one project, all or none.
+
+    The body is ``{"requests": [...]}`` (as task_tracker's code reads it) or the bare array of
+    submit requests that its document describes.
+    """
     worker = await worker_of(request)
-    body = await body_of(request)
+    body = await read_json(request)
+    if isinstance(body, list):
+        body = {"requests": body}
+    elif not isinstance(body, dict):
+        raise BadRequest('send an array of submit requests, or {"requests": [...]}')
     requests = body.get("requests")
     if isinstance(requests, list) and len(requests) > 64:
         # Validating (and hashing unique strings of) thousands of tasks takes milliseconds:
@@ -164,7 +191,7 @@ async def bulk_submit(request: web.Request) -> web.Response:
 @access("public")
 async def get_task(request: web.Request) -> web.Response:
     """Lease the project's next task; 200 with ok false when there is none."""
-    worker = await worker_of(request)
+    worker = await worker_of(request, refused=403)
     task = await queue_of(request).lease(worker, path_id(request, "project", "project"))
     if task is None:
         return reply(message="No task available", ok=False)
@@ -175,7 +202,7 @@ async def get_task(request: web.Request) -> web.Response:
 @access("public")
 async def release_task(request: web.Request) -> web.Response:
     """Report a leased task done (0), failed (1) or skipped (2)."""
-    worker = await worker_of(request)
+    worker = await worker_of(request, refused=403)
     body = await body_of(request)
     task = int_field(body, "task_id", low=1)
     result = Result(int_field(body, "result", low=0, high=2))
@@ -369,7 +396,7 @@ async def start(services: Services) -> None:
         log_retention=settings.log_retention_days * 86400,
     )
     services.extras["queue"] = queue
-    await queue.start()
+    await queue.start(services.engine.supervisor)
 
 
 async def stop(services: Services) -> None:

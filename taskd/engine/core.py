@@ -9,7 +9,6 @@ told about it. Writes are ordered, so memory and store never disagree about the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,7 +19,9 @@ import structlog
 from taskd.auth import new_task_token
 from taskd.engine.capacity import Capacity
 from taskd.engine.graph import LiveAttempt, RunNode, TaskNode, link, run_from_row, task_from_row
-from taskd.errors import BadRequest, Conflict, NotFound, TaskdError
+from taskd.engine.retention import Retention
+from taskd.engine.supervisor import Supervisor
+from taskd.errors import BadRequest, Conflict, NotFound, TaskdError, Unavailable
 from taskd.metrics import Metrics
 from taskd.models import (
     RUN_TERMINAL,
@@ -41,13 +42,13 @@ from taskd.models import (
 )
 from taskd.output import Followers, OutputWriter
 from taskd.runners.base import RUNNERS, AttemptContext, Runner, Started, StartFailed
+from taskd.runners.builtin import load_builtin_runners
+from taskd.shell_conventions import shell_conventions
 from taskd.store import Store
 from taskd.store import output as output_q
 from taskd.store import runs as q
 
 log = structlog.get_logger("taskd.engine")
-
-PRUNE_EVERY = 3600.0  # seconds between passes of the output retention
 
 # A generator hook turns a successful generator's stdout into new tasks (Daggy), returning
 # the templates and extra (parent, child, required) edges; it raises BadRequest on bad output.
@@ -66,6 +67,7 @@ class Engine:
         }
         self.capacity = Capacity(settings.max_parallel, settings.cpus, settings.memory_mb)
         self.metrics = Metrics()
+        self.supervisor = Supervisor(self.metrics.registry)
         self.followers = Followers()
         self.runs: dict[int, RunNode] = {}
         self.ready: deque[TaskNode] = deque()
@@ -86,11 +88,13 @@ class Engine:
         self._next_task_id = await self.store.read(q.max_task_id)
         await recover(self)
         self._dispatch_soon()
-        self.spawn(self._prune_output(), "prune-output")
+        retention = Retention(self.settings, self.store, lambda: set(self.runs))
+        self.supervisor.spawn("retention", retention.loop)
 
     async def stop(self) -> None:
         """Stop dispatching; docker jobs keep running (adopted at next start), local ones end."""
         self._closing = True
+        await self.supervisor.stop()
         if self._dispatch_handle is not None:
             self._dispatch_handle.cancel()
         for run in self.runs.values():
@@ -118,16 +122,6 @@ class Engine:
         for runner in self.runners.values():
             await runner.close()
 
-    async def _prune_output(self) -> None:
-        """Captured output goes after ``log_retention_days`` (and beyond the run count kept)."""
-        while True:
-            cutoff = now_ns() - int(self.settings.log_retention_days * 86400 * 1e9)
-            deleted = await self.store.write(output_q.prune, cutoff,
-                                             self.settings.log_retention_runs)  # fmt: skip
-            if deleted:
-                log.info("pruned old output", chunks=deleted)
-            await asyncio.sleep(PRUNE_EVERY)
-
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
         self._background.add(task)
@@ -153,7 +147,10 @@ class Engine:
         errors = []
         for t in templates:
             why = self.capacity.refusal(t.job)
-            if why is None and t.job.runner not in self.runners:
+            broken = RUNNER_IMPORT_ERRORS.get(t.job.runner)
+            if why is None and broken is not None:
+                why = f"the {t.job.runner} runner is unavailable ({broken})"
+            elif why is None and t.job.runner not in self.runners:
                 why = f"no runner named {t.job.runner!r}"
             if why:
                 errors.append(f"task {t.name}: {why}")
@@ -164,7 +161,7 @@ class Engine:
     ) -> RunNode:
         """Store a new run (and ``also(db, run_id)`` in the same transaction); start it."""
         if self._closing:
-            raise TaskdError("taskd is shutting down")
+            raise Unavailable("taskd is shutting down")
         errors = self.refusal(plan.tasks)
         if errors:
             raise BadRequest("the run cannot be placed on this host", details=errors)
@@ -244,6 +241,8 @@ class Engine:
             run.kill_requested = False
             ch.run(run.id, kill_requested=0)
         if run.state in RUN_TERMINAL:
+            # Queued again, then running: the history shows both (Daggy lists them).
+            ch.history.append((run.id, None, str(RunState.QUEUED)))
             run.state = RunState.RUNNING
             run.done = asyncio.Event()
             ch.run(run.id, state=RunState.RUNNING, ended_at=None)
@@ -386,6 +385,8 @@ class Engine:
             "TASKD_ATTEMPT": str(number),
             "TASKD_TASK_TOKEN": token,
         }
+        if run.kind == "process":  # what Sundial's shell executor gives its scripts
+            env["SUNDIAL_TASK_PREVIOUS_ATTEMPTS"] = str(number - 1)
         ctx = AttemptContext(
             attempt_uuid=attempt_uuid, run_id=run.id, task_id=task.id, task_name=task.name,
             number=number, job=task.job, env=env, name=container_name(run, task, number),
@@ -427,6 +428,7 @@ class Engine:
             sink = self.writer(att.id, seen=adopt["seen"], tail_chunks=adopt["tail"])
         else:
             sink = self.writer(att.id)
+        sink.lines = shell_conventions(att, self.report)
         try:
             if adopt is not None:
                 outcome = await self._adopt(runner, att, sink, adopt)
@@ -501,6 +503,7 @@ class Engine:
         if att.stop_as is not None and outcome.state in (AttemptState.EXITED, AttemptState.LOST):
             outcome = Outcome(att.stop_as, exit_code=outcome.exit_code, reason=att.stop_reason)
         task = att.task
+        await sink.end_of_output()  # a status the task printed last must count
         succeeded = attempt_succeeded(outcome, task.explicit_success, att.reported)
         reason = outcome.reason or failure_reason(outcome, task.explicit_success, att.reported)
         generated: tuple[list[TaskTemplate], list[tuple[str, str, bool]]] | None = None
@@ -614,6 +617,6 @@ def failure_reason(outcome: Outcome, explicit_success: bool, reported: str | Non
     }.get(outcome.state)
 
 
-with contextlib.suppress(ImportError):  # register the built-in backends
-    import taskd.runners.docker
-    import taskd.runners.local  # noqa: F401
+# Each built-in backend registers itself; one that fails to import is reported at start and
+# leaves the others working.
+RUNNER_IMPORT_ERRORS = load_builtin_runners()

@@ -19,7 +19,7 @@ import structlog
 
 from taskd import definitions as defs
 from taskd import schedule as sched
-from taskd.errors import BadRequest, Conflict, NotFound
+from taskd.errors import BadRequest, Conflict, NotFound, TaskdError
 from taskd.models import RunKind, Trigger, now_ns
 from taskd.store import definitions as dq
 from taskd.store.runs import RunPlan
@@ -76,12 +76,12 @@ class Scheduler:
         starts = await self.store.read(dq.last_starts)
         for d in definitions:
             self._load(d, last.get(d.name), starts.get(d.name))
-        self._task = self.engine.spawn(self._loop(), "scheduler")
+        self._task = self.engine.supervisor.spawn("scheduler", self._loop)
         # Slots that were waiting and triggers still open when taskd stopped.
         pending = {r["definition"] for r in await self.store.read(dq.waiting_slots)}
         pending |= {r["definition"] for r in await self.store.read(dq.open_triggers)}
         for name in pending:
-            self.engine.spawn(self._drain(name), f"drain-{name}")
+            self._spawn_drain(name)
 
     def _load(self, d: dq.Definition, last_slot: int | None, last_start: int | None) -> Entry:
         schedule = sched.parse_schedule(d.doc.get("schedule"))
@@ -242,7 +242,20 @@ class Scheduler:
 
     def _on_run_finished(self, run: RunNode) -> None:
         if run.kind == RunKind.PROCESS:
-            self.engine.spawn(self._drain(run.name), f"drain-{run.name}")
+            self._spawn_drain(run.name)
+
+    def _spawn_drain(self, name: str) -> None:
+        # Supervised: a drain that fails for a passing reason (the store unavailable) is tried
+        # again; one refused for good (definition deleted, job too big) waits for the next end.
+        async def drain() -> None:
+            try:
+                await self._drain(name)
+            except TaskdError as exc:
+                if exc.status >= 500:
+                    raise
+                log.warning("a waiting run could not start", definition=name, error=exc.message)
+
+        self.engine.supervisor.spawn(f"drain-{name}", drain, part="drain", once=True)
 
     async def _drain(self, name: str) -> None:
         """Start what waited for the previous run of a definition: a slot, else a trigger."""

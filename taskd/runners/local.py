@@ -1,22 +1,39 @@
-"""The local runner: a job is a process (argv, or a script for /bin/sh) in its own process group.
+"""The local runner: a job is a process (argv, or a script for /bin/sh) run under a supervisor.
 
-Kill signals the whole group, and when the main process exits whatever it left behind in its
-group is killed too, so a job never leaves stray processes holding its pipes open. A job's
-processes do not survive taskd: at the next start ``adopt`` kills a group that is somehow still
-there (checked by pid *and* start time, so a reused pid is never hit; found by the attempt in
-its environment when taskd died before storing the pid) and reports it lost.
+Each attempt gets a shim (``supervise.py``) that is a child subreaper: every process the job
+starts stays below it, double forks and ``setsid`` included. The attempt ends when the job's
+main process ends; the shim then kills whatever is left, so no child keeps the output pipes
+open, holds the slot or runs on. Kill and timeout reach every descendant the same way. The
+result is the main process's exit code.
+
+Jobs may run as another user than taskd (``Settings.local_user``): the shim stays with
+taskd's user, the job gets the other user's identity, a private home and its pipes.
+
+A job's processes do not survive taskd: at the next start ``adopt`` kills the shim of a lost
+attempt and all below it (the shim is checked by pid *and* start time, so a reused pid is
+never hit; processes are also found by the attempt in their environment, for when taskd died
+before storing the pid) before the attempt is retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
+import time
+from array import array
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from taskd.config import Settings
+from taskd.config import JobUser, Settings, job_user
 from taskd.models import AttemptState, Outcome
+from taskd.runners import supervise
 from taskd.runners.base import (
     STREAMS,
     AttemptContext,
@@ -28,6 +45,10 @@ from taskd.runners.base import (
 )
 
 READ_SIZE = 64 * 1024
+SUPERVISOR = Path(supervise.__file__)
+START_TIMEOUT = 30.0  # seconds for the shim to say the job started
+DRAIN = 2.0  # seconds the output may still flow once the job's processes are gone
+ESCALATE = 5.0  # seconds a shim has to act on a hard kill before taskd does it itself
 
 
 def process_start_time(pid: int) -> str | None:
@@ -39,15 +60,84 @@ def process_start_time(pid: int) -> str | None:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
+    if len(fields) <= 19 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
-def kill_group(pid: int, sig: signal.Signals) -> bool:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+def send_signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+@dataclass
+class Job:
+    """One running attempt, as its runner sees it: the shim and the pipes taskd reads."""
+
+    shim: int
+    main: int
+    status: asyncio.StreamReader
+    readers: dict[str, asyncio.StreamReader]
+    transports: list[asyncio.BaseTransport] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def close(self) -> None:
+        for transport in self.transports:
+            transport.close()
+
+
+class Supervisor:
+    """The one supervisor process that forks a shim per attempt (see ``supervise``)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+
+    def _spawn(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(SUPERVISOR), str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, env=self.env, start_new_session=True,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        ours.settimeout(10)  # a stuck supervisor fails starts instead of hanging taskd
+        self.sock = ours
+
+    def send(self, request: dict, fds: list[int]) -> None:
+        """Hand one attempt to the supervisor; starts (or restarts) it when needed."""
+        data = json.dumps(request).encode()
+        frame = supervise.HEADER.pack(len(data)) + data
+        for tries_left in (1, 0):
+            if self.sock is None or (self.proc is not None and self.proc.poll() is not None):
+                self.close_now()
+                self._spawn()
+            assert self.sock is not None
+            try:
+                rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array("i", fds))]
+                sent = self.sock.sendmsg([frame], rights)
+                if sent < len(frame):
+                    self.sock.sendall(frame[sent:])
+                return
+            except OSError:
+                self.close_now()
+                if not tries_left:
+                    raise
+
+    def close_now(self) -> None:
+        if self.sock is not None:
+            self.sock.close()  # the supervisor ends at EOF; running shims carry on
+            self.sock = None
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(2)
+        self.proc = None
 
 
 @register
@@ -61,7 +151,9 @@ class LocalRunner(Runner):
         # taskd's own configuration (its admin token among it) is not the job's business.
         # Read once: copying the environment on every spawn was a fifth of a spawn's cost.
         self._base_env = {k: v for k, v in os.environ.items() if not k.startswith("TASKD_")}
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._jobs: dict[str, Job] = {}
+        self._user: JobUser | None = job_user(settings.local_user)
+        self._supervisor = Supervisor(self._base_env)
 
     def argv(self, ctx: AttemptContext) -> list[str]:
         job = ctx.job
@@ -75,23 +167,46 @@ class LocalRunner(Runner):
         env = dict(self._base_env)
         env.update(ctx.env)
         env.update(dict(ctx.job.env))
-        argv = self.argv(ctx)
+        request = {"argv": self.argv(ctx), "env": env, "cwd": ctx.job.workdir}
+        if self._user is not None:
+            request["user"] = self._user.as_request()
+        loop = asyncio.get_running_loop()
+        readers: dict[str, asyncio.StreamReader] = {}
+        transports: list[asyncio.BaseTransport] = []
+        ends = [os.pipe() for _ in range(3)]  # stdout, stderr, status
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-                cwd=ctx.job.workdir,
-                start_new_session=True,  # its own process group, so kill reaches every child
-            )
-        except (OSError, ValueError) as exc:
-            raise StartFailed(f"cannot start {argv[0]!r}: {exc}") from exc
-        self._procs[ctx.attempt_uuid] = proc
-        return Started(
-            pid=proc.pid, pid_start=process_start_time(proc.pid), host=self.settings.hostname
-        )
+            for name, (r, _) in zip((*STREAMS, "status"), ends, strict=True):
+                reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+                transport, _ = await loop.connect_read_pipe(
+                    lambda reader=reader: asyncio.StreamReaderProtocol(reader, loop=loop),
+                    os.fdopen(r, "rb", buffering=0),  # the transport closes it
+                )
+                transports.append(transport)
+                readers[name] = reader
+            try:
+                self._supervisor.send(request, [w for _, w in ends])
+            except OSError as exc:
+                raise StartFailed(f"cannot reach the local job supervisor: {exc}") from exc
+        except BaseException:
+            for transport in transports:
+                transport.close()
+            raise
+        finally:
+            for _, w in ends:
+                os.close(w)
+        status = readers.pop("status")
+        try:
+            line = await asyncio.wait_for(status.readline(), START_TIMEOUT)
+        except TimeoutError:
+            line = b"error the job's supervisor did not answer"
+        word, _, rest = line.decode(errors="replace").strip().partition(" ")
+        if word != "started":
+            for transport in transports:
+                transport.close()
+            raise StartFailed(rest or "the job's supervisor ended unexpectedly")
+        shim, main = (int(x) for x in rest.split())
+        self._jobs[ctx.attempt_uuid] = Job(shim, main, status, readers, transports)
+        return Started(pid=shim, pid_start=process_start_time(shim), host=self.settings.hostname)
 
     async def wait(
         self,
@@ -100,36 +215,49 @@ class LocalRunner(Runner):
         sink: OutputSink,
         skip: Mapping[str, int] | None = None,
     ) -> Outcome:
-        proc = self._procs.get(ctx.attempt_uuid)
-        if proc is None:
+        job = self._jobs.get(ctx.attempt_uuid)
+        if job is None:
             return Outcome(AttemptState.LOST, reason="the process is not a child of this taskd")
         pumps = [
-            asyncio.create_task(pump(stream, getattr(proc, stream), sink), name=f"pump-{stream}")
-            for stream in STREAMS
+            asyncio.create_task(pump(s, job.readers[s], sink), name=f"pump-{s}") for s in STREAMS
         ]
         try:
-            code = await proc.wait()
-            # Whatever the job left running in its group would keep the pipes open.
-            kill_group(proc.pid, signal.SIGKILL)
-            await asyncio.gather(*pumps)
+            line = await job.status.readline()
+            job.ended.set()
+            word, _, rest = line.decode(errors="replace").strip().partition(" ")
+            if word != "exit":
+                # The shim itself died: its job's processes were re-parented away from it.
+                await asyncio.to_thread(stop_attempt_processes, None, None, ctx.attempt_uuid)
+            # Every process of the job is gone now; what it wrote is still in the pipes.
+            await asyncio.wait(pumps, timeout=DRAIN)
         finally:
+            job.ended.set()
             for task in pumps:
                 task.cancel()
-            self._procs.pop(ctx.attempt_uuid, None)
+            job.close()
+            self._jobs.pop(ctx.attempt_uuid, None)
+        if word != "exit":
+            reason = rest or "the job's supervisor ended unexpectedly"
+            return Outcome(AttemptState.LOST, reason=reason)
+        code = int(rest)
         if code < 0:
             name = signal.Signals(-code).name
             return Outcome(AttemptState.EXITED, exit_code=128 - code, reason=f"killed by {name}")
         return Outcome(AttemptState.EXITED, exit_code=code)
 
     async def kill(self, ctx: AttemptContext, started: Started, grace: float) -> None:
-        proc = self._procs.get(ctx.attempt_uuid)
-        if proc is None or started.pid is None:
+        job = self._jobs.get(ctx.attempt_uuid)
+        if job is None or job.ended.is_set():
             return
-        kill_group(started.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=grace)
-        except TimeoutError:
-            kill_group(started.pid, signal.SIGKILL)
+        send_signal(job.shim, signal.SIGTERM)  # the shim passes it to every descendant
+        if await ended_within(job, grace):
+            return
+        send_signal(job.shim, signal.SIGUSR1)  # the shim kills every descendant
+        if await ended_within(job, ESCALATE):
+            return
+        await asyncio.to_thread(
+            stop_attempt_processes, job.shim, started.pid_start, ctx.attempt_uuid
+        )
 
     async def adopt(
         self,
@@ -138,24 +266,56 @@ class LocalRunner(Runner):
         sink: OutputSink,
         skip: Mapping[str, int],
     ) -> Outcome:
-        pid = started.pid
-        if pid and started.pid_start and process_start_time(pid) == started.pid_start:
-            pids = [pid]
-        elif pid is None:
-            # taskd died after starting it but before storing its pid: find it by the attempt
-            # its environment names, or it would run on beside the retry.
-            pids = processes_of_attempt(ctx.attempt_uuid)
-        else:
-            pids = []
-        if not pids:
+        # Its pipes went with the taskd that started it; it cannot be watched, so it ends,
+        # and everything it started ends before the attempt can be retried.
+        found = await asyncio.to_thread(
+            stop_attempt_processes, started.pid, started.pid_start, ctx.attempt_uuid
+        )
+        if not found:
             return Outcome(AttemptState.LOST, reason="the process ended while taskd was down")
-        # Its pipes went with the taskd that started it; it cannot be watched, so it ends.
-        for found in pids:
-            kill_group(found, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(found, signal.SIGKILL)
         reason = "taskd restarted while the process ran; it was stopped"
         return Outcome(AttemptState.LOST, reason=reason)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._supervisor.close_now)
+
+
+async def ended_within(job: Job, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(job.ended.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def stop_attempt_processes(shim: int | None, shim_start: str | None, attempt_uuid: str) -> bool:
+    """Kill a (lost) attempt's shim and every process of the job; True if any was alive.
+
+    Blocking (it waits for the processes to go): run it in a thread. The descendants go
+    first, while the shim is still there to adopt any orphan they leave; the shim, once its
+    main process is dead, cleans up and exits by itself, or is killed.
+    """
+    if shim is not None and (shim_start is None or process_start_time(shim) != shim_start):
+        shim = None  # ended, and the pid may belong to someone else by now
+    found = shim is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = set(processes_of_attempt(attempt_uuid))
+        if shim is not None:
+            pids.update(supervise.descendants(shim))
+        pids.discard(shim or 0)
+        if not pids:
+            break
+        found = True
+        supervise.signal_all(sorted(pids), signal.SIGKILL)
+        time.sleep(0.02)
+    if shim is not None:
+        deadline = time.monotonic() + 2
+        while process_start_time(shim) == shim_start and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if process_start_time(shim) == shim_start:
+            send_signal(shim, signal.SIGKILL)
+    return found
 
 
 def processes_of_attempt(attempt_uuid: str) -> list[int]:

@@ -118,9 +118,9 @@ def delete_finished(db: sqlite3.Connection, app: str, task_id: str) -> None:
         "SELECT id, state FROM runs WHERE kind = ? AND name = ?", (KIND, name)
     ).fetchone()
     if row is None:
-        raise NotFound(f"No such task instance {name}")
+        raise NotFound("no such task instance")
     if row["state"] in RUN_ACTIVE:
-        raise Conflict(f"Could not delete {name}: the task is still active; kill it first")
+        raise Conflict("the task is still active; kill it first")
     db.execute("DELETE FROM runs WHERE id = ?", (row["id"],))
 
 

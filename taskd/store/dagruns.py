@@ -1,7 +1,9 @@
 """Read views of DAG runs (Daggy): the run list with task counts, one run with everything.
 
 Each view is a fixed number of queries whatever the size of the run (no N+1). States are the
-core's; the API family maps them to its own names.
+core's; the API family maps them to its own names. A DAG run is known to Daggy clients by its
+number among DAG runs (``runs.kind_no``: 0, 1, 2, ...), not by its run id, which every kind of
+run shares; the functions here take and answer that number.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ STREAMS = ("stdout", "stderr", "executor")
 
 @dataclass
 class RunSummary:
-    id: int
+    id: int  # the DAG run number
     tag: str
     state: str
     created_at: int
@@ -54,12 +56,23 @@ class AttemptRow:
 
 @dataclass
 class RunView:
-    id: int
+    id: int  # the DAG run number
     tag: str
     state: str
     tasks: list[TaskRow]
     attempts: list[AttemptRow]  # finished attempts, by task then number
     changes: list[tuple[str, int]]  # the run's own (state, at), oldest first
+
+
+def number_run(db: sqlite3.Connection, run_id: int) -> int:
+    """Give a new DAG run the next DAG run number; runs in the transaction that inserts it."""
+    (nxt,) = db.execute(
+        "INSERT INTO kind_counters (kind, next) VALUES (?, 1)"
+        " ON CONFLICT (kind) DO UPDATE SET next = next + 1 RETURNING next",
+        (RunKind.DAG,),
+    ).fetchone()
+    db.execute("UPDATE runs SET kind_no = ? WHERE id = ?", (nxt - 1, run_id))
+    return nxt - 1
 
 
 def list_runs(db: sqlite3.Connection, include_finished: bool) -> list[RunSummary]:
@@ -70,12 +83,14 @@ def list_runs(db: sqlite3.Connection, include_finished: bool) -> list[RunSummary
         where += f" AND state IN ({','.join('?' * len(ACTIVE))})"
         args.extend(ACTIVE)
     runs = {
-        r["id"]: RunSummary(r["id"], r["name"], r["state"], r["created_at"], r["updated_at"], {})
+        r["id"]: RunSummary(r["kind_no"], r["name"], r["state"], r["created_at"],
+                            r["updated_at"], {})
         for r in db.execute(
-            f"SELECT id, name, state, created_at, updated_at FROM runs WHERE {where} ORDER BY id",
+            "SELECT id, kind_no, name, state, created_at, updated_at FROM runs"
+            f" WHERE {where} ORDER BY id",
             args,
         )
-    }
+    }  # fmt: skip
     # Counted per (run, state) in one pass over the runs' tasks; the latest task change
     # is the run's "last update" while it runs.
     for r in db.execute(
@@ -90,19 +105,22 @@ def list_runs(db: sqlite3.Connection, include_finished: bool) -> list[RunSummary
     return list(runs.values())
 
 
-def dag_run(db: sqlite3.Connection, run_id: int) -> sqlite3.Row:
-    """The run row of a DAG run, or NotFound."""
+def dag_run(db: sqlite3.Connection, number: int) -> sqlite3.Row:
+    """The run row (``id``, ``kind_no``, ``name``, ``state``) of DAG run ``number``, or
+    NotFound."""
     row = db.execute(
-        "SELECT id, name, state FROM runs WHERE id = ? AND kind = ?", (run_id, RunKind.DAG)
+        "SELECT id, kind_no, name, state FROM runs WHERE kind = ? AND kind_no = ?",
+        (RunKind.DAG, number),
     ).fetchone()
     if row is None:
-        raise NotFound(f"no DAG run {run_id}")
+        raise NotFound(f"no DAG run {number}")
     return row
 
 
-def run_view(db: sqlite3.Connection, run_id: int) -> RunView:
+def run_view(db: sqlite3.Connection, number: int) -> RunView:
     """One run with its tasks, edges, finished attempts and their logs, and its state changes."""
-    run = dag_run(db, run_id)
+    run = dag_run(db, number)
+    run_id = run["id"]
     tasks = {
         r["id"]: TaskRow(r["id"], r["name"], r["state"], orjson.loads(r["extra"]), [], [])
         for r in db.execute(
@@ -150,18 +168,18 @@ def run_view(db: sqlite3.Connection, run_id: int) -> RunView:
             (run_id,),
         )
     ]
-    return RunView(run["id"], run["name"], run["state"], list(tasks.values()),
+    return RunView(run["kind_no"], run["name"], run["state"], list(tasks.values()),
                    list(attempts.values()), changes)  # fmt: skip
 
 
-def task(db: sqlite3.Connection, run_id: int, name: str) -> TaskRow:
+def task(db: sqlite3.Connection, number: int, name: str) -> TaskRow:
     """One task of a DAG run with its parents and children, or NotFound."""
-    dag_run(db, run_id)
+    run_id = dag_run(db, number)["id"]
     row = db.execute(
         "SELECT id, name, state, extra FROM tasks WHERE run_id = ? AND name = ?", (run_id, name)
     ).fetchone()
     if row is None:
-        raise NotFound(f"DAG run {run_id} has no task {name!r}")
+        raise NotFound(f"DAG run {number} has no task {name!r}")
     parents = [
         r[0]
         for r in db.execute(
@@ -182,12 +200,12 @@ def task(db: sqlite3.Connection, run_id: int, name: str) -> TaskRow:
                    children)  # fmt: skip
 
 
-def task_state(db: sqlite3.Connection, run_id: int, name: str) -> str:
+def task_state(db: sqlite3.Connection, number: int, name: str) -> str:
     """The core state of one task of a DAG run, or NotFound."""
-    dag_run(db, run_id)
+    run_id = dag_run(db, number)["id"]
     row = db.execute(
         "SELECT state FROM tasks WHERE run_id = ? AND name = ?", (run_id, name)
     ).fetchone()
     if row is None:
-        raise NotFound(f"DAG run {run_id} has no task {name!r}")
+        raise NotFound(f"DAG run {number} has no task {name!r}")
     return row["state"]

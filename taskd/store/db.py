@@ -15,19 +15,25 @@ SAVEPOINT, so one failing write never takes its neighbours down with it.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from taskd.errors import Conflict, StoreError
 from taskd.store.migrations import migrate
 
 T = TypeVar("T")
+
+log = structlog.get_logger("taskd.store")
 
 # Set while a request with an Idempotency-Key is handled (see taskd.api.idempotency): it may
 # wrap the write that creates, so the key is stored in the same transaction as what it made.
@@ -38,6 +44,8 @@ WRITE_HOOK: ContextVar[Callable[[Callable[..., Any]], Callable[..., Any]] | None
 # How many queued writes one transaction takes at most: big enough to amortise the fsync,
 # small enough that no single transaction holds the write lock for long.
 MAX_BATCH = 2000
+# A transaction holding the write lock longer than this is logged: it delays every other write.
+SLOW_WRITE = 0.1
 
 
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
@@ -112,20 +120,50 @@ class Store:
         self._flushing = False
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._identity: tuple[int, int] | None = None
+        self.lost: str | None = None  # why writes stopped: the file was deleted or replaced
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
         """Open (creating if needed) and migrate the database file."""
         store = cls(path)
         loop = asyncio.get_running_loop()
-        store._wconn = await loop.run_in_executor(store._writer, store._open_writer)
+        try:
+            store._wconn = await loop.run_in_executor(store._writer, store._open_writer)
+        except sqlite3.Error as exc:  # not a database, corrupt, unreadable
+            store._writer.shutdown(wait=False)
+            store._readers.shutdown(wait=False)
+            raise StoreError(f"cannot open database {path}: {exc}") from None
         return store
 
     def _open_writer(self) -> sqlite3.Connection:
         secure_files(self.path)
         conn = connect(self.path)
         migrate(conn)
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
         return conn
+
+    def _check_file(self) -> None:
+        """Refuse to commit when the path no longer names the file this store has open.
+
+        SQLite keeps writing to a deleted (or replaced) file through its open descriptor, so
+        every change would be acknowledged and then lost with the unlinked inode.
+        """
+        if self.lost is None:
+            try:
+                st = os.stat(self.path)
+                same = (st.st_dev, st.st_ino) == self._identity
+            except FileNotFoundError:
+                same = False
+            if not same:
+                self.lost = (
+                    f"the database file {self.path} was deleted or replaced while taskd ran; "
+                    "writes are stopped (restart taskd)"
+                )
+                log.error("database file gone; refusing writes", db=str(self.path))
+        if self.lost is not None:
+            raise StoreError(self.lost)
 
     async def close(self) -> None:
         if self._closed:
@@ -210,9 +248,13 @@ class Store:
         conn = self._wconn
         assert conn is not None
         outcomes: list[tuple[bool, Any]] = []
+        self._check_file()
+        began = time.monotonic()
+        slowest, slowest_took = None, 0.0
         conn.execute("BEGIN IMMEDIATE")
         try:
             for fn, args, _ in batch:
+                t0 = time.monotonic()
                 conn.execute("SAVEPOINT w")
                 try:
                     value = fn(conn, *args)
@@ -223,11 +265,20 @@ class Store:
                 else:
                     conn.execute("RELEASE w")
                     outcomes.append((True, value))
+                took = time.monotonic() - t0
+                if took > slowest_took:
+                    slowest, slowest_took = fn, took
+            self._check_file()
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        held = time.monotonic() - began
+        if held > SLOW_WRITE:
+            log.warning("slow write held the writer", seconds=round(held, 3), writes=len(batch),
+                        slowest=getattr(slowest, "__qualname__", repr(slowest)),
+                        slowest_seconds=round(slowest_took, 3))  # fmt: skip
         return outcomes
 
     # -- maintenance ------------------------------------------------------------------------
@@ -244,6 +295,77 @@ class Store:
 
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._readers, lambda: run(self._reader()))
+
+
+def lock_path(db: str | Path) -> Path:
+    db = Path(db)
+    return db.with_name(db.name + ".lock")
+
+
+class DatabaseInUse(StoreError):
+    """Another ``taskd serve`` holds the database."""
+
+
+class DatabaseLock:
+    """An exclusive ``flock`` on ``<db>.lock``, held for the life of one ``taskd serve``.
+
+    Two servers on one file would each take the other's running jobs for lost and run them
+    again. The lock is released by the kernel when the process ends, however it ends; the file
+    holds the holder's pid so the refusal can name it.
+    """
+
+    def __init__(self, db: str | Path) -> None:
+        self.db = Path(db)
+        self.path = lock_path(db)
+        self._fd: int | None = None
+
+    def holder(self) -> int | None:
+        """The pid of the server holding the lock (0 if it cannot be read); None when free.
+
+        Creates nothing: a missing lock file means nobody holds it.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_pid(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise DatabaseInUse(in_use_message(self.db, pid)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
+
+
+def in_use_message(db: Path, pid: int | None) -> str:
+    who = f"pid {pid}" if pid else "pid unknown"
+    return f"database {db} is in use by another taskd serve ({who})"
+
+
+def _read_pid(fd: int) -> int:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0)
+    except (ValueError, OSError):
+        return 0
 
 
 def translate(exc: BaseException) -> BaseException:

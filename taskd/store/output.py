@@ -104,23 +104,3 @@ def assemble(chunks: list[Chunk]) -> bytes:
 
 def dropped_marker(n: int) -> bytes:
     return f"\n[taskd: {n} bytes of output dropped here]\n".encode()
-
-
-def prune(db: sqlite3.Connection, cutoff: int, keep_runs: int) -> int:
-    """Drop captured output of runs that ended before ``cutoff``, and of finished runs beyond
-    the newest ``keep_runs`` of each name (0: no count limit). Returns chunks deleted."""
-    doomed = "SELECT id FROM runs WHERE ended_at IS NOT NULL AND ended_at < ?"
-    args: list[int] = [cutoff]
-    if keep_runs > 0:
-        doomed += (
-            " UNION SELECT id FROM (SELECT id, ROW_NUMBER() OVER"
-            " (PARTITION BY kind, name ORDER BY id DESC) AS n FROM runs"
-            " WHERE ended_at IS NOT NULL) WHERE n > ?"
-        )
-        args.append(keep_runs)
-    cur = db.execute(
-        f"DELETE FROM output_chunks WHERE attempt_id IN"
-        f" (SELECT id FROM attempts WHERE run_id IN ({doomed}))",
-        args,
-    )
-    return cur.rowcount

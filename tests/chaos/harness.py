@@ -59,7 +59,10 @@ class Chaos:
         self.marker = f"chaos-{seed}-{secrets.token_hex(4)}"
         self.timeline = workdir / "timeline"
         self.jobs = Jobs(self.marker, self.timeline)
-        self.server = Server(workdir, "--max-parallel", str(max_parallel), "--log-level", "info")
+        # Local jobs write their timeline into the session's directory, which only root may
+        # enter: they run as root.
+        self.server = Server(workdir, "--max-parallel", str(max_parallel), "--log-level", "info",
+                             "--local-user", "root")  # fmt: skip
         self.record = Record()
         self.stopping = False
         self.session: aiohttp.ClientSession | None = None

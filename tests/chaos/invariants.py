@@ -62,8 +62,9 @@ def check_store(
     # Every acknowledged submission is there.
     names = {r["name"] for r in db.execute("SELECT name FROM definitions")}
     problems += [f"definition {n} missing" for n in DEFINITIONS if n not in names]
-    for run_id, tag in rec.dag_acked.items():
-        run = runs.get(run_id)
+    dag_runs = {r["kind_no"]: r for r in runs.values() if r["kind"] == "dag"}
+    for run_id, tag in rec.dag_acked.items():  # Daggy runIDs: numbers among DAG runs
+        run = dag_runs.get(run_id)
         if run is None or run["kind"] != "dag" or run["name"] != tag:
             problems.append(f"acknowledged DAG run {run_id} ({tag}) missing or wrong: {run}")
     dag_tags = Counter(r["name"] for r in runs.values() if r["kind"] == "dag")
@@ -154,7 +155,8 @@ def check_store(
     lines = timeline.read_text().splitlines() if timeline.exists() else []
     for line in lines:
         uuid, _pid, at, what = line.split()
-        seen.setdefault(uuid, {})[what] = int(at)
+        marks = seen.setdefault(uuid, {})
+        marks[what] = max(marks.get(what, 0), int(at))  # a child ticks many times: its last
     for uuid, marks in seen.items():
         a = by_uuid.get(uuid)
         if a is None:
@@ -167,6 +169,13 @@ def check_store(
             problems.append(
                 f"attempt {uuid} ({a['state']}: {a['reason']}) was still running "
                 f"{late:.2f}s after taskd recorded its end"
+            )
+        if "tick" in marks and a["ended_at"] is not None and marks["tick"] > a["ended_at"]:
+            # Its retry (if any) was created after that end: the child met the retry.
+            late = (marks["tick"] - a["ended_at"]) / 1e9
+            problems.append(
+                f"a child of attempt {uuid} ({a['state']}: {a['reason']}) was still running "
+                f"{late:.2f}s after taskd recorded the attempt's end"
             )
 
     # The work queue: every acknowledged task there, each closed exactly once.
@@ -200,6 +209,7 @@ def check_store(
         "attempt_states": dict(Counter(a["state"] for a in attempts)),
         "containers": sum(1 for a in attempts if a["runner"] == "docker"),
         "local_jobs_seen": len(seen),
+        "local_jobs_with_children": sum(1 for marks in seen.values() if "tick" in marks),
         "ledger": dict(Counter(r["status"] for r in ledger)),
         "acked": {
             "dag": len(rec.dag_acked),

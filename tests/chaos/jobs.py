@@ -1,14 +1,17 @@
 """What the chaos workload asks taskd to run: definitions, DAGs, container tasks.
 
 Local jobs write into a timeline file when they really start and end, so the checks can tell
-whether a job outlived what the store says of its attempt. Every job carries a marker in its
-environment (inherited by its children, visible in /proc even inside containers), so whatever
-is left running afterwards can be found.
+whether a job outlived what the store says of its attempt. Some leave children behind that
+escaped their process group (``setsid``, a double fork) and tick into the timeline until they
+are killed: none may tick after taskd recorded its attempt's end. Every job carries a marker
+in its environment (inherited by its children, visible in /proc even inside containers), so
+whatever is left running afterwards can be found.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +27,23 @@ class Jobs:
     marker: str
     timeline: Path
 
-    def script(self, seconds: float, *, fail_first: bool = False) -> str:
+    def script(self, seconds: float, *, fail_first: bool = False, kids: bool = False) -> str:
         """A local job that writes when it really started and ended into the timeline."""
         line = 'echo "$TASKD_TASK_ID $$ $(date +%s%N)'
         text = f'{line} start" >> {self.timeline}; sleep {seconds}; {line} end" >> {self.timeline}'
         if fail_first:
             text += '; [ "$TASKD_ATTEMPT" != 1 ]'
+        if kids:
+            text = self.kids() + text
         return text
+
+    def kids(self) -> str:
+        """Start two tickers that left the job's group: one setsid, one double-forked (which
+        keeps the job's stdout and stderr open)."""
+        tick = f'while :; do echo "$TASKD_TASK_ID $$ $(date +%s%N) tick" >> {self.timeline}; '
+        tick = shlex.quote(tick + "sleep 0.1; done")
+        double = shlex.quote(f"setsid sh -c {tick} &")
+        return f"setsid sh -c {tick} >/dev/null 2>&1 & sh -c {double} & "
 
     def sundial_env(self) -> list[dict[str, str]]:
         return [{"variable_name": "CHAOS_MARKER", "value": self.marker}]
@@ -69,6 +82,7 @@ class Jobs:
             tasks = [
                 shell("first", self.script(0.2)),
                 shell("second", self.script(0.3, fail_first=True), ("first",)),
+                shell("kids", self.script(0.6, fail_first=True, kids=True)),
             ]
             return {
                 "process_definition_name": name,
@@ -77,7 +91,8 @@ class Jobs:
                 "task_definitions": tasks,
             }
         if name == "chaos-term":
-            tasks = [shell("long", self.script(4), max_attempts=1, max_runtime_seconds=20)]
+            long = self.script(4, kids=True)
+            tasks = [shell("long", long, max_attempts=1, max_runtime_seconds=20)]
             return {
                 "process_definition_name": name,
                 "schedule": cron("*/3"),

@@ -201,21 +201,30 @@ async def test_output_keeps_head_and_tail_and_says_how_much_was_dropped(settings
 
 
 async def test_old_output_is_pruned_by_age_and_count(services):
-    from taskd.store import output as oq
+    import dataclasses
+
+    from taskd.engine.retention import Retention
 
     for i in range(3):
         run = await services.engine.submit(plan(TaskTemplate("t", sh(f"echo {i}")), name="same"))
         await finished(run)
     count = await rows(services, "SELECT COUNT(*) AS n FROM output_chunks")
     assert count[0]["n"] == 3
+    no_history = dict(keep_runs_days=0, keep_runs_per_definition=0)
+
+    def retention(**rules):
+        settings = dataclasses.replace(services.settings, **no_history, **rules)
+        return Retention(settings, services.store, set)
+
     # keep the newest run's output only
-    deleted = await services.store.write(oq.prune, 0, 1)
-    assert deleted == 2
+    done = await retention(log_retention_days=0, log_retention_runs=1).run_pass()
+    assert done["output_chunks"] == 2
     left = await rows(services, "SELECT data FROM output_chunks")
     assert [r["data"] for r in left] == [b"2\n"]
     # everything that ended before now goes by age
-    deleted = await services.store.write(oq.prune, time.time_ns(), 0)
-    assert deleted == 1
+    done = await retention(log_retention_days=1e-9, log_retention_runs=0).run_pass()
+    assert done["output_chunks"] == 1
+    assert (await rows(services, "SELECT COUNT(*) AS n FROM runs"))[0]["n"] == 3
 
 
 async def test_cpu_accounting_keeps_big_jobs_apart(services):

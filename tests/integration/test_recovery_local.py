@@ -10,7 +10,8 @@ from tests.server import Server
 
 @pytest.fixture
 async def server(tmp_path):
-    srv = Server(tmp_path)
+    # The jobs write into the test's private directory, which only root may enter.
+    srv = Server(tmp_path, "--local-user", "root")
     await srv.start()
     yield srv
     srv.stop()

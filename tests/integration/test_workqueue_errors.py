@@ -73,7 +73,7 @@ CASES = [
     ("POST", "/task/submit", "worker", {**TASK, "max_assign_time": BIG}, 400),
     ("POST", "/task/submit", "worker", {**TASK, "verification_count": -1}, 400),
     ("POST", "/task/submit", "worker", {**TASK, "hash64": 1, "unique_string": "u"}, 400),
-    ("POST", "/task/submit", "worker", {**TASK, "hash64": 77}, 409),
+    ("POST", "/task/submit", "worker", {**TASK, "hash64": 77}, 400),  # as task_tracker
     ("POST", "/task/submit", "other", TASK, 403),
     ("POST", "/task/submit", "other", {"project": "{hidden}", "recipe": "r"}, 404),
     # bulk submit
@@ -88,8 +88,8 @@ CASES = [
     ("POST", "/task/bulk_submit", "worker", {"requests": [TASK] * 10_001}, 400),
     ("POST", "/task/bulk_submit", "none", {"requests": [TASK]}, 401),
     # assign
-    ("GET", "/task/get/{public}", "none", None, 401),
-    ("GET", "/task/get/{public}", "bad-secret", None, 401),
+    ("GET", "/task/get/{public}", "none", None, 403),  # task_tracker: 403 here
+    ("GET", "/task/get/{public}", "bad-secret", None, 403),
     ("GET", "/task/get/{public}", "paused", None, 400),
     ("GET", "/task/get/abc", "worker", None, 400),
     ("GET", "/task/get/0", "worker", None, 400),
@@ -100,7 +100,7 @@ CASES = [
     ("GET", "/task/get/{private}", "other", None, 403),
     ("POST", "/task/get/{public}", "worker", None, 405),
     # release
-    ("POST", "/task/release", "none", {"task_id": "{task}", "result": 0}, 401),
+    ("POST", "/task/release", "none", {"task_id": "{task}", "result": 0}, 403),
     ("POST", "/task/release", "worker", {"result": 0}, 400),
     ("POST", "/task/release", "worker", {"task_id": "x", "result": 0}, 400),
     ("POST", "/task/release", "worker", {"task_id": 0, "result": 0}, 400),
@@ -150,7 +150,7 @@ CASES = [
     ("POST", "/project/request_access", "other", {"project": "{private}"}, 400),
     ("POST", "/project/request_access", "other", {"project": 999, "assign": True}, 404),
     ("POST", "/project/request_access", "other", {"project": "{private}", "assign": 1}, 400),
-    ("POST", "/project/request_access", "worker", {"project": "{private}", "assign": True}, 409),
+    ("POST", "/project/request_access", "worker", {"project": "{private}", "assign": True}, 400),
     ("POST", "/project/accept_request/{private}/999", "admin", None, 404),
     ("POST", "/project/accept_request/{private}/x", "admin", None, 400),
     ("POST", "/project/accept_request/{private}/{worker}", "worker", None, 401),

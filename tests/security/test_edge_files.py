@@ -79,16 +79,6 @@ async def test_a_database_where_other_users_can_write_is_refused(tmp_path):
     log = next(tmp_path.glob("spawn-*.log")).read_text()
     assert "other users may write" in log
     assert not (shared / "taskd.db").exists()
-    # A directory taskd creates itself is its user's alone.
-    proc, url = spawn(tmp_path, "--db", str(tmp_path / "state" / "taskd.db"),
-                      "--admin-token", "x" * 20)  # fmt: skip
-    try:
-        await ready(proc, url)
-        assert mode(tmp_path / "state") == 0o700
-        assert mode(tmp_path / "state" / "taskd.db") == 0o600
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 def cmdline(pid: int) -> bytes:

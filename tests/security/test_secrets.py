@@ -45,7 +45,8 @@ print("probe done")
 async def test_secrets_never_reach_api_output_logs_or_the_database(tmp_path):
     """A real server: every credential is used, then looked for in every reply, the log and
     every byte of the database files."""
-    srv = Server(tmp_path, "--log-level", "debug")
+    # The probe job reads and writes in the test's private directory, which only root may enter.
+    srv = Server(tmp_path, "--log-level", "debug", "--local-user", "root")
     await srv.start()
     try:
         secrets_, replies = await exercise_credentials(srv, tmp_path)
@@ -135,7 +136,7 @@ async def exercise_credentials(srv: Server, tmp_path: Path) -> tuple[dict[str, s
         assert (await req("POST", "/log/info", wh, json=entry))[0] == 200
         for bad in ({**wh, "X-Secret": decoy}, {**wh, "X-Secret": TOKEN},
                     {"X-Worker-ID": "999", "X-Secret": worker["secret"]}):  # fmt: skip
-            assert (await req("GET", f"/task/get/{pid}", bad))[0] == 401
+            assert (await req("GET", f"/task/get/{pid}", bad))[0] == 403  # as task_tracker
 
         deadline = time.monotonic() + 30
         while True:

@@ -17,11 +17,11 @@ from taskd.queue_model import (
 )
 
 
-def test_a_bucket_grants_its_burst_then_one_token_per_interval():
+def test_a_bucket_grants_one_request_then_one_per_interval_like_task_trackers_limiter():
     bucket = TokenBucket(2.0, now=100.0)
     assert bucket.take(1, 100.0) == 0.0
-    assert bucket.take(1, 100.0) == 0.0
-    assert bucket.take(1, 100.0) == pytest.approx(0.5)
+    assert bucket.take(1, 100.0) == pytest.approx(0.5)  # burst 1, whatever the rate
+    assert bucket.take(1, 100.0) == pytest.approx(0.5)  # a refused request costs nothing
     assert bucket.take(1, 100.25) == pytest.approx(0.25)
     assert bucket.take(1, 100.5) == 0.0  # waiting exactly the delay is enough
 
@@ -45,14 +45,13 @@ def test_a_request_larger_than_the_burst_waits_for_a_full_bucket_and_leaves_a_de
     assert bucket.take(1, 0.0) == 0.0
     assert bucket.take(10, 0.0) == pytest.approx(0.5)  # not infinite
     assert bucket.take(10, 0.5) == 0.0
-    assert bucket.take(1, 0.5) == pytest.approx(4.5)  # paid for 10 tokens
+    assert bucket.take(1, 0.5) == pytest.approx(5.0)  # paid for 10 tokens
 
 
-def test_giving_back_and_unlimited_buckets():
-    bucket = TokenBucket(1.0, now=0.0)
-    assert bucket.take(1, 0.0) == 0.0
-    bucket.give_back(1)
-    assert bucket.take(1, 0.0) == 0.0
+def test_a_bucket_refills_to_one_token_only_and_unlimited_buckets():
+    bucket = TokenBucket(5.0, now=0.0)
+    assert bucket.take(1, 100.0) == 0.0  # a long pause does not buy a burst
+    assert bucket.take(1, 100.0) == pytest.approx(0.2)
     unlimited = TokenBucket(0.0, now=0.0)
     assert all(unlimited.take(1000, 0.0) == 0.0 for _ in range(100))
 
