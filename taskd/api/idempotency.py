@@ -48,19 +48,23 @@ class KeyReused(TaskdError):
 class Creates:
     """The store writes that make a route's object, and its answer as they commit it.
 
-    ``answer(args, result)`` gets the write's arguments and return value and gives the reply
-    the handler will send (status, JSON body); it is stored with the key in the same
-    transaction, so even a crash right after the commit leaves the answer to replay.
+    ``answer(db, args, result)`` gets the transaction, the write's arguments and its return
+    value, and gives the reply the handler will send (status, JSON body); it is stored with the
+    key in the same transaction, so even a crash right after the commit leaves the answer to
+    replay.
     """
 
     writes: tuple[Callable[..., Any], ...]
-    answer: Callable[[tuple[Any, ...], Any], tuple[int, Any]]
+    answer: Callable[[Any, tuple[Any, ...], Any], tuple[int, Any]]
 
 
-DAGRUN = Creates((insert_run_and,), lambda args, run_id: (200, {"runID": run_id}))
+# Daggy answers a DAG run's number among DAG runs, given in the same transaction.
+DAGRUN = Creates(
+    (insert_run_and,), lambda db, args, run_id: (200, {"runID": iq.kind_number(db, run_id)})
+)
 DROVE_CREATE = Creates(
     (insert_run_and,),
-    lambda args, _: (
+    lambda db, args, _: (
         200,
         {
             "status": "SUCCESS",
@@ -69,8 +73,8 @@ DROVE_CREATE = Creates(
         },
     ),
 )
-TRIGGER = Creates((insert_run_and, dq.add_trigger), lambda args, _: (204, None))
-QUEUE_SUBMIT = Creates((QueueService._submit_tx,), lambda args, _: (200, {"ok": True}))
+TRIGGER = Creates((insert_run_and, dq.add_trigger), lambda db, args, _: (204, None))
+QUEUE_SUBMIT = Creates((QueueService._submit_tx,), lambda db, args, _: (200, {"ok": True}))
 
 
 @dataclass
@@ -84,7 +88,7 @@ class Claim:
     since: int
     creates: Creates
     attached: bool = False
-    stored_answer: bool = field(default=False)
+    stored_answer: tuple[int, bytes] | None = field(default=None)
 
     def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         if self.attached or getattr(fn, "__func__", fn) not in self.creates.writes:
@@ -93,11 +97,11 @@ class Claim:
 
         def with_key(db: Any, *args: Any) -> Any:
             result = fn(db, *args)
-            status, body = self.creates.answer(args, result)
+            status, body = self.creates.answer(db, args, result)
             encoded = b"" if body is None else orjson.dumps(body)
             iq.claim(db, self.scope, self.key, self.fingerprint, self.at, self.since,
                      (status, JSON if body is not None else "", encoded))  # fmt: skip
-            self.stored_answer = True
+            self.stored_answer = (status, encoded)
             return result
 
         return with_key
@@ -153,10 +157,17 @@ def idempotent(creates: Creates) -> Callable[[Callable[..., Awaitable[web.Stream
                 return replay(found, fingerprint, key)
             finally:
                 WRITE_HOOK.reset(token)
-            if claim.attached and not claim.stored_answer and isinstance(response, web.Response):
-                body_bytes = response.body if isinstance(response.body, bytes) else b""
-                await svc.store.write(iq.answer, scope, key, response.status,
-                                      response.content_type, body_bytes)  # fmt: skip
+            if claim.attached and isinstance(response, web.Response):
+                sent = (response.status, response.body if isinstance(response.body, bytes) else b"")
+                if sent != claim.stored_answer:
+                    # Only the crash window replays the answer made in the transaction; when
+                    # the handler answered differently, what it sent is what a retry gets.
+                    if claim.stored_answer is not None:
+                        log.warning(
+                            "idempotent answer differs from the handler's", path=request.path
+                        )
+                    await svc.store.write(iq.answer, scope, key, sent[0],
+                                          response.content_type, sent[1])  # fmt: skip
             response.headers[HEADER] = key
             return response
 

@@ -65,11 +65,17 @@ def claim(
 def answer(
     db: sqlite3.Connection, scope: str, key: str, status: int, content_type: str, body: bytes
 ) -> None:
+    """Keep the answer the request was actually sent."""
     db.execute(
         "UPDATE idempotency_keys SET status = ?, content_type = ?, body = ?"
-        " WHERE scope = ? AND key = ? AND status IS NULL",
+        " WHERE scope = ? AND key = ?",
         (status, content_type, body, scope, key),
     )
+
+
+def kind_number(db: sqlite3.Connection, run_id: int) -> int:
+    """A run's number among the runs of its kind (what Daggy calls a DAG run's id)."""
+    return db.execute("SELECT kind_no FROM runs WHERE id = ?", (run_id,)).fetchone()["kind_no"]
 
 
 def prune(db: sqlite3.Connection, before: int) -> int:

@@ -153,7 +153,8 @@ open(sys.argv[1], "w").write(tid + " " + tok)
 
 
 async def test_a_finished_attempts_token_changes_nothing(tmp_path):
-    srv = await started(tmp_path)
+    # As root: the job writes its token into this test's private directory.
+    srv = await started(tmp_path, "--local-user", "root")
     try:
         script = tmp_path / "callback.py"
         script.write_text(CALLBACK)
