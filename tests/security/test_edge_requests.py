@@ -192,3 +192,28 @@ async def test_a_finished_attempts_token_changes_nothing(tmp_path):
         db.close()
     finally:
         srv.stop()
+
+
+async def test_with_daggy_anonymous_a_web_page_still_cannot_submit_a_dag(tmp_path):
+    srv = await started(tmp_path, "--daggy-anonymous")
+    try:
+        dag = json.dumps({"tasks": {"t": {"job": {"command": ["/bin/true"]}}}})
+        async with aiohttp.ClientSession() as http, probing(srv) as probe:
+            for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+                headers = {"Content-Type": kind} if kind else {}
+                # aiohttp would name bytes application/octet-stream; a browser's blob sends none
+                async with http.post(f"{srv.url}/v1/dagrun", data=dag.encode(),
+                                     headers=headers, skip_auto_headers=["Content-Type"],
+                                     ) as resp:  # fmt: skip
+                    reply = await resp.json()
+                    assert resp.status == 415, (kind, reply)
+                    assert "application/json" in reply["error"]
+            async with http.get(f"{srv.url}/v1/dagruns?all=1") as resp:
+                assert await resp.json() == []
+            # Daggy's clients, which send JSON as JSON, are served as before.
+            async with http.post(f"{srv.url}/v1/dagrun", data=dag,
+                                 headers={"Content-Type": "application/json"}) as resp:  # fmt: skip
+                assert resp.status == 200, await resp.text()
+        probe.check()
+    finally:
+        srv.stop()
