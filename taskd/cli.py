@@ -69,7 +69,9 @@ DB_OPTION = click.option(
 @click.option(
     "--public-url",
     envvar="TASKD_PUBLIC_URL",
-    help="The URL jobs use to call taskd back (TASKD_URL).",
+    help="The URL jobs use to call taskd back (TASKD_URL), used as given. Default: "
+    "127.0.0.1 for local jobs and host-network containers, the network's gateway for "
+    "containers on a bridge network.",
 )
 @click.option(
     "--max-parallel",
@@ -88,7 +90,10 @@ DB_OPTION = click.option(
     default="auto",
     show_default=True,
     envvar="TASKD_DOCKER_NETWORK",
-    help="Network mode of containers; auto = bridge when the engine has it, else none.",
+    help="Network mode of containers; auto = bridge when the engine has it, else none. On a "
+    "bridge network TASKD_URL is the network's gateway (taskd listens there for task callbacks "
+    "only); on host it is 127.0.0.1; with none containers cannot call back. Set --public-url "
+    "when containers must use another address.",
 )
 @click.option(
     "--keep-containers",

@@ -304,6 +304,9 @@ def drove_state(row: Any) -> tuple[str, dict[str, Any] | None, str]:
         return "STOPPED", *failed("CANCELLED", reason)
     if attempt == "timed_out":
         return "STOPPED", *failed("TIMED_OUT", reason)
+    if attempt == "lost" and row["run_state"] in RUN_ACTIVE:
+        # Lost through no fault of its own (engine outage, taskd crash): it starts again.
+        return "PENDING", None, reason
     if attempt == "lost":
         return "LOST", *failed("LOST", reason or "Instance lost")
     # A task that could not be provisioned or started ends STOPPED with a FAILED result,

@@ -38,6 +38,10 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         self.queue_depth = 0
+        # Set by the engine: runners (whose backend may be unreachable) and the tasks held
+        # meanwhile, per runner.
+        self.runners: dict[str, Any] = {}
+        self.held: dict[str, list[Any]] = {}
 
     def attempt_finished(self, runner: str, state: str, att: LiveAttempt, now: int) -> None:
         seconds = max(0.0, (now - att.created_ns) / 1e9)
@@ -50,7 +54,32 @@ class Metrics:
         """The exposition text: the registry plus gauges computed from the store now."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Snapshot(counts, self.queue_depth))
+        registry.register(_Backends(self.runners, self.held))
         return generate_latest(self.registry) + generate_latest(registry)
+
+
+class _Backends:
+    """Whether each runner's backend answers, and how many ready tasks wait for it."""
+
+    def __init__(self, runners: dict[str, Any], held: dict[str, list[Any]]) -> None:
+        self.runners = runners
+        self.held = held
+
+    def collect(self):
+        docker = self.runners.get("docker")
+        if docker is not None and hasattr(docker, "available"):
+            yield GaugeMetricFamily(
+                "taskd_docker_engine_up", "1 while the Docker engine answers, 0 during an outage.",
+                value=1 if docker.available else 0,
+            )  # fmt: skip
+        held = GaugeMetricFamily(
+            "taskd_tasks_held", "Ready tasks held because their runner's backend is unreachable.",
+            labels=["runner"],
+        )  # fmt: skip
+        for name in sorted(self.runners):
+            waiting = [t for t in self.held.get(name, ()) if str(t.state) == "ready"]
+            held.add_metric([name], len(waiting))
+        yield held
 
 
 class _Snapshot:

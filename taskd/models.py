@@ -181,6 +181,9 @@ class Outcome:
     exit_code: int | None = None
     reason: str | None = None
     oom: bool = False
+    # Ended by something that is not the job's doing (an engine outage, a container lost in a
+    # taskd crash): the attempt does not use up the task's retry budget.
+    blameless: bool = False
 
 
 @dataclass(slots=True)

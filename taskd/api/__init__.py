@@ -53,6 +53,9 @@ def create_app(settings: Settings, lock: DatabaseLock | None = None) -> web.Appl
     idempotency.setup(app)
     for family in families():
         family.setup(app)
+    from taskd.api import callbacks  # containers' callback listener, started on demand
+
+    callbacks.setup(app)
     return app
 
 

@@ -49,14 +49,19 @@ class Capacity:
     def full(self) -> bool:
         return self.used_slots >= self.slots
 
-    def fits(self, job: JobSpec) -> bool:
-        if self.used_slots >= self.slots:
-            return False
-        if self.used_cpus + job.cpus > self.cpus + 1e-9:
-            return False
-        if self.used_memory + job.memory_mb > self.memory_mb:
-            return False
-        return cores_needed(job) <= len(self.free_cores)
+    def fits(self, job: JobSpec, reserved: JobSpec | None = None) -> bool:
+        """Whether the job can start now, leaving room for ``reserved`` if given."""
+        slots, cpus = self.used_slots + 1, self.used_cpus + job.cpus
+        memory, cores = self.used_memory + job.memory_mb, cores_needed(job)
+        if reserved is not None:
+            slots, cpus = slots + 1, cpus + reserved.cpus
+            memory, cores = memory + reserved.memory_mb, cores + cores_needed(reserved)
+        return (
+            slots <= self.slots
+            and cpus <= self.cpus + 1e-9
+            and memory <= self.memory_mb
+            and cores <= len(self.free_cores)
+        )
 
     def take(self, job: JobSpec) -> tuple[int, ...]:
         """Reserve what the job needs; returns the cores pinned for it (maybe none)."""

@@ -9,7 +9,9 @@ told about it. Writes are ordered, so memory and store never disagree about the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid as uuidlib
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -19,9 +21,10 @@ import structlog
 from taskd.auth import new_task_token
 from taskd.engine.capacity import Capacity
 from taskd.engine.graph import LiveAttempt, RunNode, TaskNode, link, run_from_row, task_from_row
+from taskd.engine.repair import Ended, Generated, repair
 from taskd.engine.retention import Retention
 from taskd.engine.supervisor import Supervisor
-from taskd.errors import BadRequest, Conflict, NotFound, TaskdError, Unavailable
+from taskd.errors import BadRequest, Conflict, NotFound, StoreError, TaskdError, Unavailable
 from taskd.metrics import Metrics
 from taskd.models import (
     RUN_TERMINAL,
@@ -54,6 +57,10 @@ log = structlog.get_logger("taskd.engine")
 # the templates and extra (parent, child, required) edges; it raises BadRequest on bad output.
 GeneratorHook = Callable[[TaskNode, str], tuple[list[TaskTemplate], list[tuple[str, str, bool]]]]
 
+# A job that waited this long for capacity while smaller ones went first reserves what it needs:
+# nothing else starts unless it leaves room for it (a stream of small jobs must not starve it).
+FAIR_WAIT = 30.0
+
 
 class Engine:
     """Owns active runs, capacity, live attempts and the runners."""
@@ -78,6 +85,25 @@ class Engine:
         self._dispatch_handle: asyncio.Handle | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # Ready tasks whose runner's backend is unreachable, per runner, in queue order.
+        self.held: dict[str, list[TaskNode]] = {}
+        for name, runner in self.runners.items():
+            if hasattr(runner, "health"):
+                runner.health.on_up.append(lambda name=name: self._release(name))
+        self.metrics.runners = self.runners
+        self.metrics.held = self.held
+        self.fair_wait = FAIR_WAIT
+        # Restarts, kills and repairs of one run take turns (two restarts must not both start
+        # the same task). Weak: a lock lives only while someone holds or waits for it.
+        self._run_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        # Runs whose last write failed: no decisions for them until rebuilt from the store.
+        self._repairing: set[int] = set()
+        # Attempt ends decided in memory and not yet in the store, by attempt uuid.
+        self._ended: dict[str, tuple[LiveAttempt, Ended]] = {}
+        self._write_failures = 0
+        self.writable = asyncio.Event()  # cleared while engine writes fail; repairs wait on it
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -177,7 +203,9 @@ class Engine:
         ch = q.Changes(at)
         self._maybe_finish(run, ch)
         if ch:
-            await self._commit(ch)
+            # The run itself is stored: a failed end is mended by the repair, not the caller.
+            with contextlib.suppress(Exception):
+                await self._commit(ch)
         self._dispatch_soon()
         return run
 
@@ -232,7 +260,26 @@ class Engine:
         Succeeded tasks are never rerun; history (attempts, state changes) is kept. With
         ``at_once`` the retried tasks lose their backoff, so the extra attempt starts now
         (Sundial's retry); otherwise later failures back off as before (Daggy's resume).
+        Restarts of one run take turns, so two at once cannot both start the same task.
         """
+        async with self.run_lock(run_id):
+            return await self._restart(run_id, budget, at_once)
+
+    def run_lock(self, run_id: int) -> asyncio.Lock:
+        """The lock that restarts, kills and repairs of one run take turns on."""
+        lock = self._run_locks.get(run_id)
+        if lock is None:
+            lock = self._run_locks[run_id] = asyncio.Lock()
+        return lock
+
+    def _check_writable(self, run_id: int) -> None:
+        if run_id in self._repairing:
+            raise StoreError("a write for this run failed; it is being reloaded, try again soon")
+
+    async def _restart(
+        self, run_id: int, budget: Callable[[TaskNode], int], at_once: bool
+    ) -> RunNode:
+        self._check_writable(run_id)
         run = await self.load(run_id)
         if run.state is RunState.SUCCEEDED:
             raise Conflict("the run succeeded; there is nothing to retry")
@@ -326,14 +373,35 @@ class Engine:
 
     def _retry_due(self, task: TaskNode) -> None:
         task.timer = None
+        if task.run.id in self._repairing:
+            return  # the rebuilt run arms its own timer
         if task.state is TaskState.RETRY_WAIT and not self._closing:
             ch = q.Changes(now_ns())
             self._set(task, TaskState.READY, ch, retry_at=None)
-            self.spawn(self._commit(ch), "commit-retry")
+            self.spawn(self._commit_quietly(ch), "commit-retry")
             self._dispatch_soon()
 
     async def _commit(self, ch: q.Changes) -> list[int]:
-        ids = await self.store.write(q.apply, ch)
+        """Write a batch; if the store refuses it, the runs it touched are rebuilt from the store.
+
+        Memory already holds the batch's decisions, so a failed write must not leave them
+        standing: the affected runs stop taking decisions until ``repair`` has reloaded them.
+        """
+        try:
+            ids = await self.store.write(q.apply, ch)
+        except Exception as exc:
+            self._write_failed(ch, exc)
+            raise
+        self._write_failures = 0
+        self.writable.set()
+        self._committed(ch)
+        return ids
+
+    async def _commit_quietly(self, ch: q.Changes) -> None:
+        with contextlib.suppress(Exception):  # logged, and mended by the repair
+            await self._commit(ch)
+
+    def _committed(self, ch: q.Changes) -> None:
         for run_id, cols in ch.runs.items():
             state = cols.get("state")
             if state in RUN_TERMINAL:
@@ -343,7 +411,20 @@ class Engine:
                     self.metrics.run_finished(run)
                     for listener in self.run_finished:
                         listener(run)
-        return ids
+
+    # -- failed writes ----------------------------------------------------------------------
+
+    def _write_failed(self, ch: q.Changes, exc: BaseException) -> None:
+        runs = set(ch.runs) | {h[0] for h in ch.history} | {g[0] for g in ch.generated}
+        runs |= {a["run_id"] for a in ch.new_attempts}
+        self._write_failures += 1
+        self.writable.clear()
+        log.error("a write failed; reloading its runs from the store", runs=sorted(runs),
+                  error=str(exc))  # fmt: skip
+        for run_id in runs:
+            if run_id not in self._repairing and not self._closing:
+                self._repairing.add(run_id)
+                self.spawn(repair(self, run_id), f"repair-{run_id}")
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -357,18 +438,37 @@ class Engine:
         ch = q.Changes(now_ns())
         starting: list[LiveAttempt] = []
         passed: list[TaskNode] = []
+        reserved = None  # the job that waited too long: what others must leave room for
+        clock = asyncio.get_running_loop().time()
         while self.ready and not self.capacity.full and len(passed) < 256:
             task = self.ready.popleft()
             if task.state is not TaskState.READY or task.live is not None:
                 continue  # a stale entry: killed or started since it was queued
-            if not self.capacity.fits(task.job):
-                passed.append(task)  # let smaller jobs behind it go first
+            if not getattr(self.runners.get(task.job.runner), "available", True):
+                self.held.setdefault(task.job.runner, []).append(task)
                 continue
+            if task.run.id in self._repairing:
+                passed.append(task)  # not now; if its run is replaced, the entry goes with it
+                continue
+            if not self.capacity.fits(task.job, reserved):
+                passed.append(task)  # let smaller jobs behind it go first, for a while
+                if task.passed_since is None:
+                    task.passed_since = clock
+                elif reserved is None and clock - task.passed_since >= self.fair_wait:
+                    reserved = task.job
+                continue
+            task.passed_since = None
             starting.append(self._begin(task, ch))
         self.ready.extendleft(reversed(passed))
         self.metrics.queue_depth = len(self.ready)
         if starting:
             self.spawn(self._launch(ch, starting), "launch")
+
+    def _release(self, runner: str) -> None:
+        """The runner's backend is back: its held tasks go first, in their old order."""
+        held = self.held.pop(runner, [])
+        self.ready.extendleft(reversed(held))
+        self._dispatch_soon()
 
     def _begin(self, task: TaskNode, ch: q.Changes) -> LiveAttempt:
         run = task.run
@@ -408,7 +508,17 @@ class Engine:
         return att
 
     async def _launch(self, ch: q.Changes, starting: list[LiveAttempt]) -> None:
-        ids = await self._commit(ch)
+        try:
+            ids = await self._commit(ch)
+        except Exception:
+            # Never written, so never started: give back what they held; the repair of their
+            # runs queues the tasks again.
+            for att in starting:
+                self.capacity.give(att.task.job, att.cpuset)
+                self.live.pop(att.uuid, None)
+                if att.task.live is att:
+                    att.task.live = None
+            return
         for att, attempt_id in zip(starting, ids, strict=True):
             att.id = attempt_id
             att.watcher = self.spawn(self.watch(att), f"attempt-{att.uuid}")
@@ -455,6 +565,8 @@ class Engine:
         try:
             started = await runner.start(att.ctx)
         except StartFailed as exc:
+            if exc.blameless:  # the backend is unreachable: held, not failed
+                return Outcome(AttemptState.LOST, reason=str(exc), blameless=True)
             self.metrics.runner_errors.labels(runner.name).inc()
             return Outcome(AttemptState.START_FAILED, reason=str(exc))
         att.started = started
@@ -463,7 +575,12 @@ class Engine:
         ch.attempt(att.id, state=AttemptState.RUNNING, started_at=at,
                    container_id=started.container_id, pid=started.pid,
                    pid_start=started.pid_start, host=started.host)  # fmt: skip
-        await self._commit(ch)
+        try:
+            await self._commit(ch)
+        except Exception as exc:
+            # The job runs all the same; what was not written goes in with its end.
+            log.warning("could not record an attempt's start", attempt=att.uuid, error=str(exc))
+            att.unwritten = ch.attempts[att.id]
         self._arm_deadline(att, att.task.max_runtime)
         if att.stop_as is not None:  # a kill arrived while it was starting
             self.spawn(runner.kill(att.ctx, started, self.settings.kill_grace), "kill")
@@ -506,9 +623,19 @@ class Engine:
         await sink.end_of_output()  # a status the task printed last must count
         succeeded = attempt_succeeded(outcome, task.explicit_success, att.reported)
         reason = outcome.reason or failure_reason(outcome, task.explicit_success, att.reported)
-        generated: tuple[list[TaskTemplate], list[tuple[str, str, bool]]] | None = None
+        generated: Generated | None = None
         if succeeded and task.generator and self.generator_hook is not None:
             await sink.flush()
+            size, kept = sink.offsets.get("stdout", 0), sink.head + sink.tail
+            if size > kept:
+                # Only the head and tail of a long output are kept: a cut-down document would
+                # fail to parse with a confusing message, so say what really went wrong.
+                succeeded = False
+                reason = (
+                    f"generator output rejected: it is {size} bytes and taskd keeps at most"
+                    f" {kept} bytes of a task's output, so it cannot be read whole"
+                )
+        if succeeded and task.generator and self.generator_hook is not None:
             stdout = (await self.store.read(output_q.text_of, [att.id], "stdout"))[att.id]
             try:
                 generated = self.generator_hook(task, stdout)
@@ -525,16 +652,39 @@ class Engine:
         self.followers.wake(att.id)
 
         now = now_ns()
-        ch = q.Changes(now)
-        ch.attempt(att.id, state=outcome.state, succeeded=int(succeeded),
-                   exit_code=outcome.exit_code, reason=reason, ended_at=now)  # fmt: skip
         self.capacity.give(task.job, att.cpuset)
         self.live.pop(att.uuid, None)
-        task.live = None
+        att.task.live = None
         self.metrics.attempt_finished(task.job.runner, outcome.state, att, now)
+        await self._record_end(att, Ended(outcome, succeeded, reason, generated, now))
+
+    async def _record_end(self, att: LiveAttempt, ended: Ended) -> None:
+        """Decide what an attempt's end means for its run and write it.
+
+        Until the store has it, the end is kept: if the write fails, the run is rebuilt from
+        the store and the end decided again there, so a task that succeeded is not run again.
+        """
+        self._ended[att.uuid] = (att, ended)
+        if att.task.run.id in self._repairing:
+            return  # the repair decides it on the rebuilt run
+        ch = q.Changes(ended.at)
+        self._decide(att, ended, ch)
+        try:
+            await self._commit(ch)
+        except Exception:
+            return
+        self._ended.pop(att.uuid, None)
+        self._dispatch_soon()
+
+    def _decide(self, att: LiveAttempt, ended: Ended, ch: q.Changes) -> None:
+        task, outcome, succeeded, now = att.task, ended.outcome, ended.succeeded, ended.at
+        if att.unwritten:
+            ch.attempt(att.id, **att.unwritten)  # its start, then its end over it
+        ch.attempt(att.id, state=outcome.state, succeeded=int(succeeded),
+                   exit_code=outcome.exit_code, reason=ended.reason, ended_at=now)  # fmt: skip
         run = task.run
-        if generated is not None:
-            templates, edges = generated
+        if ended.generated is not None:
+            templates, edges = ended.generated
             ids = self.new_task_ids(t.name for t in templates)
             ids.update({name: node.id for name, node in run.by_name.items()})
             ch.generated.append((run.id, templates, ids, edges))
@@ -543,12 +693,16 @@ class Engine:
                     self._set(node, TaskState.KILLED, ch)
         if run.kill_requested and not succeeded:
             state, retry_at = TaskState.KILLED, None
+        elif outcome.blameless and not succeeded and outcome.state is AttemptState.LOST:
+            # Not the job's fault: one more attempt on top of its budget, without backoff.
+            r = task.retry
+            task.retry = RetryPolicy(r.max_attempts + 1, r.backoff_base, r.backoff_exponent)
+            ch.task(run.id, task.id, max_attempts=task.retry.max_attempts)
+            state, retry_at = TaskState.RETRY_WAIT, now
         else:
             state, retry_at = after_attempt(succeeded, outcome, task.attempts, task.retry, now)
         task.retry_at = retry_at
         self._set(task, state, ch, retry_at=retry_at)
-        await self._commit(ch)
-        self._dispatch_soon()
 
     # -- commands from the API families -----------------------------------------------------
 
@@ -558,6 +712,7 @@ class Engine:
         if run is None or run.state in RUN_TERMINAL:
             # An ended run stays here until its end is written: it is not killed by a late kill.
             return None
+        self._check_writable(run_id)
         ch = q.Changes(now_ns())
         if not run.kill_requested:
             run.kill_requested = True
@@ -569,6 +724,7 @@ class Engine:
         return run
 
     async def kill_task(self, task: TaskNode, reason: str = "the task was killed") -> None:
+        self._check_writable(task.run.id)
         ch = q.Changes(now_ns())
         self._kill_task(task, reason, ch)
         await self._commit(ch)

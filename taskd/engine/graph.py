@@ -41,6 +41,8 @@ class LiveAttempt:
     watcher: asyncio.Task[None] | None = None
     deadline: asyncio.TimerHandle | None = None
     created_ns: int = field(default_factory=now_ns)
+    # Columns of its start the store did not take (a failed write): written with its end.
+    unwritten: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -63,6 +65,7 @@ class TaskNode:
     live: LiveAttempt | None = None
     timer: asyncio.TimerHandle | None = None
     blocking: int = 0  # parents not finished yet; a waiting task is looked at when it is 0
+    passed_since: float | None = None  # loop time it was first passed over for lack of room
 
     @property
     def terminal(self) -> bool:

@@ -12,7 +12,7 @@ import contextlib
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -31,6 +31,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger("taskd.scheduler")
 
 MAX_CATCH_UP = 1000  # slots looked at after a long downtime; "all" fires at most this many
+
+# A slot whose fire failed (the store refused the write) is tried again after RETRY_FIRST
+# seconds, doubling up to RETRY_MAX; the ledger's key keeps a retried slot from firing twice.
+RETRY_FIRST = 0.5
+RETRY_MAX = 30.0
+
+# The loop looks at the wall clock at least this often, even with nothing due sooner, so a
+# clock that was stepped (and stepped back) is noticed without waiting for a stale deadline.
+CLOCK_CHECK = 30.0
 
 
 def to_ns(dt: datetime) -> int:
@@ -57,6 +66,8 @@ class Entry:
     anchor: datetime  # slots after this one are still to come
     definition: dq.Definition | None = None  # as last stored: scheduled fires need no read
     next: datetime | None = None
+    failures: int = 0  # fires in a row the store refused
+    hold_until: float = 0.0  # loop time before which a failed fire is not tried again
 
 
 class Scheduler:
@@ -68,6 +79,8 @@ class Scheduler:
         self._locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.clock_check = CLOCK_CHECK
+        self._offset: float | None = None  # wall clock minus loop clock, to see steps back
         engine.run_finished.append(self._on_run_finished)
 
     async def start(self) -> None:
@@ -119,29 +132,66 @@ class Scheduler:
     # -- the loop ---------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             now = self.clock()
+            mono = loop.time()
+            self._check_clock(now, mono)
             due = [
                 e for e in self.entries.values()
-                if e.next is not None and e.next <= now and not e.paused
+                if e.next is not None and e.next <= now and not e.paused and e.hold_until <= mono
             ]  # fmt: skip
             # All at once: their runs then share commits (group commit) instead of queueing
             # one fsync behind another, which is what keeps a busy second on time.
             await asyncio.gather(*(self._due_safely(e, now) for e in due))
-            times = [e.next for e in self.entries.values() if e.next and not e.paused]
-            timeout = None
-            if times:
-                timeout = max(0.0, (min(times) - self.clock()).total_seconds())
+            # Sleep on the loop's monotonic clock, never longer than clock_check.
+            timeout = self.clock_check
+            now, mono = self.clock(), loop.time()
+            for e in self.entries.values():
+                if e.next is None or e.paused:
+                    continue
+                wait = max((e.next - now).total_seconds(), e.hold_until - mono)
+                timeout = min(timeout, max(0.0, wait))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    def _check_clock(self, now: datetime, mono: float) -> None:
+        """After the wall clock was stepped back, plan every schedule again from its new now.
+
+        Otherwise each schedule waits for the clock to reach its old next slot, firing nothing
+        for as long as the step. Slots that fired before the step are in the ledger, so firing
+        them again is refused there.
+        """
+        offset = now.timestamp() - mono
+        stepped = self._offset is not None and offset < self._offset - 1.0
+        self._offset = offset
+        if not stepped:
+            return
+        log.warning("the wall clock went back; planning schedules again", seconds=offset)
+        for entry in self.entries.values():
+            if isinstance(entry.schedule, sched.CronSchedule):
+                entry.anchor = min(entry.anchor, now)
+                entry.next = sched.next_fire(entry.schedule, entry.anchor)
+            elif isinstance(entry.schedule, sched.ContinuousSchedule) and entry.next is not None:
+                entry.next = min(entry.next, now + timedelta(seconds=entry.schedule.buffer_seconds))
+
     async def _due_safely(self, entry: Entry, now: datetime) -> None:
+        anchor, due = entry.anchor, entry.next
         try:
             await self._due(entry, now)
-        except Exception:
-            log.exception("scheduling failed", definition=entry.name)
-            entry.next = None  # do not spin on a broken definition
+        except Exception as exc:
+            # Keep the slot due and try it again later: a full disk or a busy store passes,
+            # and the ledger refuses any slot that did fire before the failure.
+            entry.failures += 1
+            delay = min(RETRY_MAX, RETRY_FIRST * 2 ** min(entry.failures - 1, 10))
+            entry.anchor, entry.next = anchor, due
+            entry.hold_until = asyncio.get_running_loop().time() + delay
+            log.warning("scheduling failed; trying again", definition=entry.name,
+                        retry_in=delay, error=str(exc))  # fmt: skip
+        else:
+            entry.failures = 0
+            entry.hold_until = 0.0
 
     async def _due(self, entry: Entry, now: datetime) -> None:
         schedule = entry.schedule
@@ -213,6 +263,8 @@ class Scheduler:
             run = await self.engine.submit(plan, also)
         except Conflict:
             log.info("slot already fired", definition=name, slot=slot)
+            if slot is not None and entry is not None:
+                self._rearm(entry, slot)
             return None
         if slot is not None:
             self.engine.metrics.scheduler_lag.observe(max(0.0, (now_ns() - slot) / 1e9))
@@ -221,6 +273,12 @@ class Scheduler:
             self._wake.set()
         log.info("run started", definition=name, run=run.id, trigger=str(trigger))
         return run
+
+    def _rearm(self, entry: Entry, slot: int) -> None:
+        """A continuous schedule whose slot had fired already counts on from that slot."""
+        if isinstance(entry.schedule, sched.ContinuousSchedule) and entry.next is None:
+            entry.next = sched.next_continuous(entry.schedule, from_ns(slot), self.clock())
+            self._wake.set()
 
     # -- triggers and waiting slots ---------------------------------------------------------
 

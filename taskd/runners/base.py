@@ -60,6 +60,14 @@ class Started:
 class StartFailed(Exception):
     """The job could not be started (image missing, pull timed out, bad command...)."""
 
+    blameless = False  # True: not the job's fault; the attempt does not use up its budget
+
+
+class EngineUnavailable(StartFailed):
+    """The backend (the Docker engine) could not be reached: the attempt is not to blame."""
+
+    blameless = True
+
 
 class Runner(abc.ABC):
     """One backend (docker, local)."""

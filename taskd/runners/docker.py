@@ -12,28 +12,36 @@ import contextlib
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiodocker
 import aiohttp
+import structlog
 from aiodocker.containers import DockerContainer
 
 from taskd.config import Settings
 from taskd.models import AttemptState, Outcome
+from taskd.runners import callbackurl
 from taskd.runners.base import (
     STREAMS,
     AttemptContext,
+    EngineUnavailable,
     OutputSink,
     Runner,
     Started,
     StartFailed,
     register,
 )
+from taskd.runners.dockerengine import EngineHealth, unreachable
+
+log = structlog.get_logger("taskd.docker")
 
 # Errors that mean "the engine did not answer this request", as opposed to a bug of ours.
 _API_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+T = TypeVar("T")
 
 WAIT_RETRIES = 3
 RETRY_DELAY = 1.0
@@ -43,14 +51,27 @@ DRAIN_TIMEOUT = 10.0
 # Bounds every request that is not long-running by nature (logs, wait, stop, pull).
 _CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
 _LONG_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+_PING_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=5)
 
 
 def _is_missing(exc: BaseException) -> bool:
     return isinstance(exc, aiodocker.DockerError) and exc.status == 404
 
 
-def _lost(reason: str) -> Outcome:
-    return Outcome(AttemptState.LOST, reason=reason)
+def _lost(reason: str, *, blameless: bool = False) -> Outcome:
+    return Outcome(AttemptState.LOST, reason=reason, blameless=blameless)
+
+
+# A container stopped by the engine's own shutdown ends by a signal (SIGTERM, then SIGKILL).
+_SIGNALLED = 128
+# The engine stops its containers before it closes its API, each within its stop timeout
+# (10 s by default, the engine's own shutdown timeout is 15 s): how long after a signalled
+# exit taskd watches for the engine going away before it takes the exit as the job's own.
+SHUTDOWN_SETTLE = 20.0
+
+
+def _unavailable(exc: BaseException) -> EngineUnavailable:
+    return EngineUnavailable(f"the Docker engine is unreachable: {_describe(exc)}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -71,6 +92,48 @@ class DockerRunner(Runner):
         super().__init__(settings, instance)
         self._docker: aiodocker.Docker | None = None
         self._network: str | None = None
+        self.health = EngineHealth(self._ping)
+        self.callbacks = callbackurl.CallbackAddress(settings)
+        # Attempts whose start the engine broke off: their half-made container goes once the
+        # engine is back.
+        self._unfinished_starts: set[str] = set()
+        self._stopping: set[str] = set()  # containers taskd itself is stopping
+        self._removals: set[asyncio.Task[None]] = set()
+        self.health.on_up.append(self._after_outage)
+
+    @property
+    def available(self) -> bool:
+        """False while the engine is unreachable: the engine holds container work meanwhile."""
+        return self.health.up
+
+    async def _ping(self) -> None:
+        async with self._client()._query("_ping", timeout=_PING_TIMEOUT, versioned_api=False):
+            pass
+
+    def _after_outage(self) -> None:
+        if self._unfinished_starts:
+            uuids, self._unfinished_starts = self._unfinished_starts, set()
+            task = asyncio.get_running_loop().create_task(self._remove_unstarted(uuids))
+            # The loop keeps only weak references to tasks.
+            self._removals.add(task)
+            task.add_done_callback(self._removals.discard)
+
+    async def _remove_unstarted(self, uuids: set[str]) -> None:
+        for attempt_uuid in uuids:
+            with contextlib.suppress(*_API_ERRORS):
+                found = await self._find(attempt_uuid)
+                if found is not None:
+                    await self._remove(found)
+
+    async def _engine(self, exc: BaseException) -> bool:
+        """True when the engine is unreachable: ``exc`` is no answer and a ping fails too.
+
+        The outage is then recorded and the probe loop waits for the engine's return.
+        """
+        if not unreachable(exc):
+            return False
+        await self.health.lost(exc)
+        return not self.health.up
 
     def _client(self) -> aiodocker.Docker:
         # Created on first use: the client needs a running event loop.
@@ -80,6 +143,7 @@ class DockerRunner(Runner):
 
     async def close(self) -> None:
         """Close the connection to the engine; containers keep running."""
+        await self.health.close()
         if self._docker is not None:
             docker, self._docker = self._docker, None
             await docker.close()
@@ -107,17 +171,23 @@ class DockerRunner(Runner):
         job = ctx.job
         if not job.image:
             raise StartFailed("a docker job needs an image")
+        if not self.health.up:
+            raise EngineUnavailable("the Docker engine is unreachable")
+        outages = self.health.outages
         docker = self._client()
         await self._ensure_image(job.image, job.pull_timeout)
         try:
             network = await self._network_mode()
+            url = await self.callbacks.url_for(docker, network)
         except _API_ERRORS as exc:
+            if await self._engine(exc):
+                raise _unavailable(exc) from exc
             raise StartFailed(f"cannot list docker networks: {_describe(exc)}") from exc
 
         container: DockerContainer | None = None
         try:
             container = await docker.containers.create(
-                self._container_config(ctx, network), name=ctx.name or None
+                self._container_config(ctx, network, url), name=ctx.name or None
             )
             await container.start()
         except BaseException as exc:
@@ -125,6 +195,12 @@ class DockerRunner(Runner):
             if container is not None:
                 with contextlib.suppress(*_API_ERRORS):
                     await container.delete(force=True)
+            if isinstance(exc, _API_ERRORS) and (
+                await self._engine(exc) or await self._refused_by_shutdown(exc, outages)
+            ):
+                # It may have been made before the engine went: remove it once it is back.
+                self._unfinished_starts.add(ctx.attempt_uuid)
+                raise _unavailable(exc) from exc
             if isinstance(exc, _API_ERRORS):
                 action = "start" if container is not None else "create"
                 raise StartFailed(
@@ -138,6 +214,8 @@ class DockerRunner(Runner):
             await self._client().images.inspect(image)
             return
         except _API_ERRORS as exc:
+            if await self._engine(exc):
+                raise _unavailable(exc) from exc
             if not _is_missing(exc):
                 raise StartFailed(f"cannot inspect image {image}: {_describe(exc)}") from exc
         try:
@@ -170,11 +248,19 @@ class DockerRunner(Runner):
             networks = await self._client().networks.list()
             names = {n.get("Name") for n in networks}
             self._network = "bridge" if "bridge" in names else "none"
+            if self._network == "none":
+                log.warning("the Docker engine has no bridge network: containers run with "
+                            "network none and cannot call taskd back; set --docker-network "
+                            "host, or --public-url")  # fmt: skip
         return self._network
 
-    def _container_config(self, ctx: AttemptContext, network: str) -> dict[str, Any]:
+    def _container_config(
+        self, ctx: AttemptContext, network: str, url: str | None = None
+    ) -> dict[str, Any]:
         job = ctx.job
         env = dict(ctx.env)
+        if url and "TASKD_URL" in env:
+            env["TASKD_URL"] = url  # the address a container on this network reaches taskd at
         env.update(job.env)
         # taskd's own labels come last: a job must not be able to disown its container.
         labels = {
@@ -211,6 +297,16 @@ class DockerRunner(Runner):
 
     # -- wait / adopt ------------------------------------------------------------------
 
+    async def _through_outages(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, made again once the engine is back if it was unreachable meanwhile."""
+        while True:
+            try:
+                return await call()
+            except _API_ERRORS as exc:
+                if not await self._engine(exc):
+                    raise
+            await self.health.wait_up()
+
     async def wait(
         self,
         ctx: AttemptContext,
@@ -219,7 +315,9 @@ class DockerRunner(Runner):
         skip: Mapping[str, int] | None = None,
     ) -> Outcome:
         """Stream the container's output into ``sink`` until it exits; return how it ended."""
-        container_id = started.container_id or await self._find(ctx.attempt_uuid)
+        container_id = started.container_id or await self._through_outages(
+            lambda: self._find(ctx.attempt_uuid)
+        )
         if container_id is None:
             return _lost("container not found")
         return await self._watch(ctx, container_id, sink, skip or {})
@@ -231,46 +329,70 @@ class DockerRunner(Runner):
         sink: OutputSink,
         skip: Mapping[str, int],
     ) -> Outcome:
-        """Take over a container left by a previous taskd process; return how it ended."""
-        container_id = started.container_id or await self._find(ctx.attempt_uuid)
+        """Take over a container left by a previous taskd process; return how it ended.
+
+        A container that is gone (or was never started) went with taskd's crash, not through
+        the job: that attempt is ``lost`` but blameless, so the task runs once more.
+        """
+        outages = self.health.outages  # an outage met while taking over counts as one too
+        container_id = started.container_id or await self._through_outages(
+            lambda: self._find(ctx.attempt_uuid)
+        )
         what = container_id or f"of attempt {ctx.attempt_uuid}"
         if container_id is None:
-            return _lost(f"container {what} gone after restart")
+            return _lost(f"container {what} gone after restart", blameless=True)
         container = self._client().containers.container(container_id)
         try:
-            info = await container.show()
+            info = await self._through_outages(container.show)
         except _API_ERRORS as exc:
             if _is_missing(exc):
-                return _lost(f"container {what} gone after restart")
+                return _lost(f"container {what} gone after restart", blameless=True)
             return _lost(f"cannot inspect container {what}: {_describe(exc)}")
         if info["State"]["Status"] == "created":
             # taskd died between create and start: the job never ran.
             with contextlib.suppress(*_API_ERRORS):
                 await container.delete(force=True)
-            return _lost(f"container {what} was created but never started")
-        return await self._watch(ctx, container_id, sink, skip)
+            return _lost(f"container {what} was created but never started", blameless=True)
+        # One that ended while taskd was away cannot be told apart any more: no settling.
+        settle = bool(info["State"].get("Running"))
+        return await self._watch(ctx, container_id, sink, skip, outages, settle=settle)
 
     async def _watch(
-        self, ctx: AttemptContext, container_id: str, sink: OutputSink, skip: Mapping[str, int]
+        self,
+        ctx: AttemptContext,
+        container_id: str,
+        sink: OutputSink,
+        skip: Mapping[str, int],
+        outages: int | None = None,
+        *,
+        settle: bool = True,
     ) -> Outcome:
         container = self._client().containers.container(container_id)
         logs = [_Log(self, container_id, s, sink, max(0, skip.get(s, 0))) for s in STREAMS]
         pumps = [asyncio.create_task(log.follow()) for log in logs]
+        interrupted = False  # the engine went away while the container ran
+        if outages is None:
+            outages = self.health.outages
         try:
             error: BaseException | None = None
-            for attempt in range(WAIT_RETRIES + 1):
+            failures = 0
+            while True:
                 try:
                     async with self._request(f"containers/{container_id}/wait", "POST") as resp:
                         await resp.read()
                     break
                 except _API_ERRORS as exc:
                     if _is_missing(exc):
-                        return _lost(f"container {container_id} gone")
+                        return _lost(f"container {container_id} gone", blameless=interrupted)
+                    if await self._engine(exc):
+                        interrupted = True
+                        await self.health.wait_up()
+                        continue
                     error = exc
-                if attempt < WAIT_RETRIES:
-                    await asyncio.sleep(RETRY_DELAY)
-            else:
-                return _lost(f"lost track of container {container_id}: {_describe(error)}")
+                failures += 1
+                if failures > WAIT_RETRIES:
+                    return _lost(f"lost track of container {container_id}: {_describe(error)}")
+                await asyncio.sleep(RETRY_DELAY)
 
             # The follows end once the container stopped; give them time while they progress.
             while True:
@@ -290,16 +412,77 @@ class DockerRunner(Runner):
                     await (log.catch_up() if ok else log.read_all())
 
             try:
-                info = await container.show()
+                info = await self._through_outages(container.show)
             except _API_ERRORS as exc:
                 if _is_missing(exc):
-                    return _lost(f"container {container_id} gone")
+                    return _lost(f"container {container_id} gone", blameless=interrupted)
                 return _lost(f"cannot inspect container {container_id}: {_describe(exc)}")
-            return self._outcome(ctx, info["State"])
+            state = info["State"]
+            if container_id not in self._stopping and await self._ended_by_engine(
+                state, interrupted, outages, settle
+            ):
+                # Stopped by the engine's own shutdown (no live-restore), not by the job.
+                return _lost(
+                    f"the Docker engine stopped the container while it went down "
+                    f"(exit status {state.get('ExitCode')})",
+                    blameless=True,
+                )
+            return self._outcome(ctx, state)
         finally:
+            self._stopping.discard(container_id)
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _ended_by_engine(
+        self, state: Mapping[str, Any], interrupted: bool, outages: int, settle: bool
+    ) -> bool:
+        """Whether a failed exit was the engine's doing rather than the job's.
+
+        Any failure that happened during an outage (or in the seconds before the engine was
+        found gone, while it stopped its containers) counts. A signalled exit also counts
+        when the engine went away while taskd watched, or goes away within the settle time.
+        """
+        code = state.get("ExitCode") or 0
+        if code == 0 or state.get("OOMKilled"):
+            return False
+        if self.health.around_outage(_finished_at(state)):
+            return True
+        if code < _SIGNALLED:
+            return False
+        if interrupted or self.health.outages != outages:
+            return True
+        return settle and await self._engine_going_down(outages)
+
+    async def _refused_by_shutdown(self, exc: BaseException, outages: int) -> bool:
+        """Whether an engine error (5xx) came from an engine in the middle of shutting down.
+
+        A shutting-down engine still answers, but fails to create or start containers.
+        """
+        if not isinstance(exc, aiodocker.DockerError) or exc.status < 500:
+            return False
+        return await self._engine_going_down(outages)
+
+    async def _engine_going_down(self, outages: int) -> bool:
+        """Whether the engine shuts down now: its event stream ends within the settle time.
+
+        Without live-restore the engine stops every container before it closes its API, so a
+        container killed by the engine's shutdown looks like one killed by a signal. Only such
+        exits wait here, and only the engine closing the stream ends the wait early.
+        """
+        params = {"filters": json.dumps({"type": ["daemon"]})}
+        try:
+            async with asyncio.timeout(SHUTDOWN_SETTLE):
+                async with self._request("events", params=params) as response:
+                    async for _ in response.content.iter_any():
+                        pass
+        except TimeoutError:
+            return self.health.outages != outages
+        except _API_ERRORS as exc:
+            await self._engine(exc)
+        else:
+            await self._engine(aiohttp.ServerDisconnectedError("the event stream ended"))
+        return self.health.outages != outages
 
     def _outcome(self, ctx: AttemptContext, state: Mapping[str, Any]) -> Outcome:
         oom = bool(state.get("OOMKilled"))
@@ -314,13 +497,27 @@ class DockerRunner(Runner):
     # -- kill / cleanup / sweep --------------------------------------------------------
 
     async def kill(self, ctx: AttemptContext, started: Started, grace: float) -> None:
-        """Send SIGTERM, and SIGKILL after ``grace`` seconds; a gone container is fine."""
-        container_id = started.container_id or await self._find(ctx.attempt_uuid)
+        """Send SIGTERM, and SIGKILL after ``grace`` seconds; a gone container is fine.
+
+        Waits for an unreachable engine to come back. The request has no total time limit:
+        the engine answers only once the container stopped, up to ``grace`` seconds later.
+        """
+        container_id = started.container_id or await self._through_outages(
+            lambda: self._find(ctx.attempt_uuid)
+        )
         if container_id is None:
             return
-        container = self._client().containers.container(container_id)
+        self._stopping.add(container_id)
+        params = {"t": str(max(0, math.ceil(grace)))}
+
+        async def stop() -> None:
+            async with self._client()._query(
+                f"containers/{container_id}/stop", "POST", params=params, timeout=_LONG_TIMEOUT
+            ):
+                pass
+
         try:
-            await container.stop(t=max(0, math.ceil(grace)))
+            await self._through_outages(stop)
         except aiodocker.DockerError as exc:
             if exc.status not in (304, 404, 409):
                 raise
@@ -329,9 +526,11 @@ class DockerRunner(Runner):
         """Remove the container unless settings keep them; a gone container is fine."""
         if self.settings.docker_keep_containers:
             return
-        container_id = started.container_id or await self._find(ctx.attempt_uuid)
+        container_id = started.container_id or await self._through_outages(
+            lambda: self._find(ctx.attempt_uuid)
+        )
         if container_id is not None:
-            await self._remove(container_id)
+            await self._through_outages(lambda: self._remove(container_id))
 
     async def sweep(self, instance: str, known: set[str]) -> list[str]:
         """Remove this instance's containers whose attempt is not in ``known``."""
@@ -406,6 +605,10 @@ class _Log:
             except _API_ERRORS as exc:
                 if _is_missing(exc):
                     raise
+                if await self.runner._engine(exc):
+                    # An outage is no broken stream: read again once the engine is back.
+                    await self.runner.health.wait_up()
+                    continue
                 running = True
             if not running:
                 return
@@ -466,6 +669,14 @@ class _Log:
 
 
 _TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
+
+
+def _finished_at(state: Mapping[str, Any]) -> float | None:
+    """When the container ended, in seconds since the epoch; None if unknown."""
+    try:
+        return float(_unix_time(str(state.get("FinishedAt") or "")))
+    except ValueError:
+        return None
 
 
 def _unix_time(timestamp: str) -> str:

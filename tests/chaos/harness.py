@@ -4,12 +4,15 @@ Four kinds of clients work at once: scheduled definitions fire every second (she
 tasks, with overlap ``allow``, ``wait`` and ``terminate``) and get manual triggers, Daggy DAG
 runs are submitted and killed, Drove container tasks are created and killed, and two queue
 workers submit, lease and release. Meanwhile taskd is SIGKILLed at random moments (a seeded
-RNG), checked while it is down, and started again. At the end the schedules are paused,
+RNG), checked while it is down, and started again. With ``disk_full`` the database lives on a
+small filesystem that is filled up for a few seconds after the last kill (``SQLITE_FULL`` on every
+write that needs room); taskd must answer 503 meanwhile, lose nothing it acknowledged, and every
+schedule must fire again afterwards. At the end the schedules are paused,
 everything is let finish, and the invariants are checked from the API, the SQLite file, the
 Docker engine and ``/proc``. Every answer the clients got is kept: a 2xx is an acknowledged
 submission, which must be there afterwards whatever happened next.
 
-Run it by hand with ``python -m tests.chaos.harness --kills 50 --seed 1234``.
+Run it by hand with ``python -m tests.chaos.harness --kills 50 --seed 1234 [--disk-full]``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,12 @@ import aiohttp
 from tests.chaos import host
 from tests.chaos.invariants import Record, check_store, readonly
 from tests.chaos.jobs import DEFINITIONS, Jobs
+from tests.faults import SmallDisk
 from tests.server import TOKEN, Server
+
+# Seconds after a full-disk spell in which a 503 is still a right answer: runs whose writes
+# failed are being reloaded (at most the engine's REPAIR_MAX after the store takes writes).
+SPELL_GRACE = 15.0
 
 
 class Unreachable(Exception):
@@ -51,7 +59,10 @@ class Worker:
 class Chaos:
     """One chaos session on one database: workload, killer, settling and the checks."""
 
-    def __init__(self, workdir: Path, seed: int, kills: int, *, max_parallel: int = 6) -> None:
+    def __init__(
+        self, workdir: Path, seed: int, kills: int, *, max_parallel: int = 6,
+        disk_full: bool = False,
+    ) -> None:  # fmt: skip
         self.workdir = workdir
         self.seed = seed
         self.kills = kills
@@ -71,6 +82,11 @@ class Chaos:
         self.instance = ""
         self.started = 0.0
         self.elapsed = 0.0
+        # The full-disk spell: the disk (mounted in run) and when the spell held (monotonic).
+        self.disk = SmallDisk(workdir / "disk", size_mb=64) if disk_full else None
+        self.spell: tuple[float, float] | None = None
+        self.spell_ended_ns = 0
+        self.spell_refused = 0
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -93,7 +109,9 @@ class Chaos:
             return None, None
         key = f"{method} {route or path} {status}"
         self.record.answers[key] += 1
-        if status >= 500 and not (status == 504 and path.startswith("/apis/")):
+        if status == 503 and self.in_spell():
+            self.spell_refused += 1  # the store was full: refusing is the right answer
+        elif status >= 500 and not (status == 504 and path.startswith("/apis/")):
             self.record.server_errors.append(f"{key}: {raw[:300]!r}")
         try:
             return status, json.loads(raw) if raw else None
@@ -269,7 +287,23 @@ class Chaos:
             self.record.closer[task["id"]] = worker.id
         return task
 
+    def in_spell(self) -> bool:
+        if self.disk is None or self.spell is None:
+            return False
+        start, end = self.spell
+        return start <= time.monotonic() <= end + SPELL_GRACE
+
     # -- the killer ---------------------------------------------------------------------------
+
+    async def disk_full_spell(self) -> None:
+        """Fill the database's filesystem for a few seconds, then make room again."""
+        assert self.disk is not None
+        self.spell = (time.monotonic(), float("inf"))
+        await asyncio.to_thread(self.disk.fill, self.server.db)
+        await self.pause(2.0, 4.0)
+        self.disk.free()
+        self.spell = (self.spell[0], time.monotonic())
+        self.spell_ended_ns = time.time_ns()
 
     async def killer(self) -> None:
         for _ in range(self.kills):
@@ -284,6 +318,12 @@ class Chaos:
             await self.pause(0.0, 1.2)  # down for a while: slots are missed meanwhile
             await self.server.start()
             self.record.restarts += 1
+        if self.disk is not None:
+            # After the last restart, so that only taskd itself can recover from it; the
+            # clients keep working through it.
+            await self.pause(1.0, 2.0)
+            await self.disk_full_spell()
+            await self.until(self.fired_since_spell, 30, "every schedule to fire again")
 
     def check_while_down(self) -> None:
         """The file as a crash left it: intact, and no task with two live attempts."""
@@ -308,6 +348,9 @@ class Chaos:
         connector = aiohttp.TCPConnector(force_close=True)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             self.session = session
+            if self.disk is not None:
+                self.disk.mount()
+                self.server.db = self.disk.path / "taskd.db"
             await self.server.start()
             await self.setup()
             clients = [
@@ -357,6 +400,19 @@ class Chaos:
             if time.monotonic() > deadline:
                 raise AssertionError(f"waited {within}s for {what}: {self.stuck()}")
             await asyncio.sleep(0.3)
+
+    def fired_since_spell(self) -> bool:
+        """Every scheduled definition started a run by its schedule after the spell."""
+        with contextlib.closing(readonly(self.server.db)) as db:
+            fired = {
+                r[0]
+                for r in db.execute(
+                    "SELECT DISTINCT definition FROM ledger WHERE status = 'fired'"
+                    " AND recorded_at > ?",
+                    (self.spell_ended_ns,),
+                )
+            }
+        return fired >= set(DEFINITIONS)
 
     def all_runs_ended(self) -> bool:
         with contextlib.closing(readonly(self.server.db)) as db:
@@ -423,6 +479,8 @@ class Chaos:
         for pid in self.job_processes():
             with contextlib.suppress(OSError):
                 os.kill(pid, 9)
+        if self.disk is not None:
+            self.disk.unmount()
 
     # -- the invariants -----------------------------------------------------------------------
 
@@ -453,6 +511,8 @@ class Chaos:
                 "answers": dict(sorted(rec.answers.items())),
             }
         )
+        if self.disk is not None:
+            figures["refused_while_disk_full"] = self.spell_refused
         return figures
 
 
@@ -463,9 +523,12 @@ def report(figures: dict[str, Any]) -> str:
     return f"chaos: {json.dumps(figures, sort_keys=True)}\nchaos answers: {json.dumps(answers)}"
 
 
-async def session(workdir: Path, seed: int, kills: int) -> dict[str, Any]:
-    chaos = Chaos(workdir, seed, kills)
-    print(f"chaos: seed {seed}, {kills} kills, in {workdir}", flush=True)
+async def session(
+    workdir: Path, seed: int, kills: int, *, disk_full: bool = False
+) -> dict[str, Any]:
+    chaos = Chaos(workdir, seed, kills, disk_full=disk_full)
+    spell = " and a full-disk spell" if disk_full else ""
+    print(f"chaos: seed {seed}, {kills} kills{spell}, in {workdir}", flush=True)
     try:
         return await chaos.run()
     finally:
@@ -477,10 +540,13 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--seed", type=int, default=random.SystemRandom().randrange(1 << 32))
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--disk-full", action="store_true",
+                        help="fill the database's filesystem for a few seconds after the kills")  # fmt: skip
     args = parser.parse_args()
     workdir = args.dir or Path(f"/tmp/taskd-chaos-{args.seed}")
     workdir.mkdir(parents=True, exist_ok=True)
-    print(report(asyncio.run(session(workdir, args.seed, args.kills))))
+    figures = asyncio.run(session(workdir, args.seed, args.kills, disk_full=args.disk_full))
+    print(report(figures))
 
 
 if __name__ == "__main__":

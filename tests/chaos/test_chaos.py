@@ -28,6 +28,15 @@ async def test_a_few_kills_break_nothing(tmp_path, docker_ready, capsys):
     assert figures["kills"] == 5
 
 
+async def test_a_full_disk_spell_among_kills_breaks_nothing(tmp_path, docker_ready, capsys):
+    """The database's filesystem fills up after the kills: 503s meanwhile, then every schedule fires
+    again, nothing acknowledged is lost and no run is left stuck."""
+    figures = await session(tmp_path, seed(), kills=4, disk_full=True)
+    with capsys.disabled():
+        print(report(figures))
+    assert figures["kills"] == 4
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_sixty_kills_break_nothing(tmp_path, docker_ready, capsys):
