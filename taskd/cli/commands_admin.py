@@ -159,7 +159,9 @@ def backup(obj: dict[str, Any], db: Path | None, dest: Path) -> None:
         part = dest.with_name(dest.name + ".part")
         try:
             async with client.open("GET", "/api/backup") as resp:
-                with open(part, "wb") as fh:  # noqa: ASYNC230 (a local file, written in chunks)
+                # The copy holds what the database holds (queue secrets among it): owner only.
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as fh:
                     async for chunk in resp.content.iter_chunked(1 << 16):
                         fh.write(chunk)
                         size += len(chunk)
