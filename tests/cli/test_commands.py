@@ -239,6 +239,7 @@ def test_backup_from_the_server_and_version(cli: Cli, server: Server, tmp_path):
     put(server, "kept", sh("a", "true"))
     dest = tmp_path / "copy.db"
     assert "backed up" in cli.ok("backup", str(dest))
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600  # it holds what the database holds
     with sqlite3.connect(dest) as db:
         assert db.execute("SELECT name FROM definitions").fetchall() == [("kept",)]
     assert "exists" in cli.fails("backup", str(dest))
