@@ -96,6 +96,8 @@ def test_work_queue_project_and_worker(cli: Cli, server: Server, tmp_path):
     workers = json.loads(cli.ok("queue", "worker", "list", "-o", "json"))
     assert len(workers) == 1
     assert "not found" in cli.fails("queue", "project", "show", "nope")
+    cli.ok("queue", "access", "reject", "thumbnails", str(worker["id"]))  # revokes the grant
+    assert json.loads(cli.ok("queue", "access", "list", "thumbnails", "-o", "json")) == []
 
 
 def _submit(server: Server, worker: dict, project: int, recipe: str):
