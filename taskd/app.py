@@ -1,17 +1,27 @@
-"""The composition root: one store, one engine, one authenticator, shared by every API family."""
+"""The composition root: the services every API family shares, and the app that serves them.
+
+``Services`` holds one store, one engine and one authenticator; ``create_app`` builds the
+aiohttp app from the HTTP plumbing (``taskd.http``) and the parts listed in ``families()``.
+This is the only module that knows every family.
+"""
 
 from __future__ import annotations
 
+import gc
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from aiohttp import web
 
 from taskd.auth import Authenticator, load_admin_token
 from taskd.config import Settings
-from taskd.engine.core import Engine
-from taskd.engine.scheduler import Scheduler
+from taskd.engine.engine import Engine
+from taskd.http import STARTERS, STOPPERS, envelopes, guard, idempotency, serving
+from taskd.http.keys import SERVICES
+from taskd.processes.scheduler import Scheduler
 from taskd.store import Store, tokens
 from taskd.store.db import DatabaseLock
 
@@ -48,7 +58,7 @@ class Services:
 
     @classmethod
     async def _open(cls, settings: Settings, lock: DatabaseLock | None) -> Services:
-        from taskd.engine.core import RUNNER_IMPORT_ERRORS
+        from taskd.engine.engine import RUNNER_IMPORT_ERRORS
 
         for runner, why in sorted(RUNNER_IMPORT_ERRORS.items()):
             log.error("runner unavailable: it failed to import", runner=runner, error=why)
@@ -80,3 +90,53 @@ class Services:
         finally:
             if self.lock is not None:
                 self.lock.release()
+
+
+def create_app(settings: Settings, lock: DatabaseLock | None = None) -> web.Application:
+    """The whole taskd server: store, engine and every API family, started with the app.
+
+    ``lock`` is the database lock the caller already holds (``taskd serve`` takes it before
+    anything else); without one the app takes it itself.
+    """
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[
+            serving.busy_middleware, envelopes.errors_middleware, guard.auth_middleware,
+            serving.body_middleware,
+        ],
+    )  # fmt: skip
+    serving.install(app, settings)
+    guard.install(app)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        services = await Services.open(settings, lock)
+        app[SERVICES] = services
+        try:
+            # Families first: they install hooks (generators) that recovered runs may need.
+            for start in app.get(STARTERS, []):
+                await start(services)
+            await services.engine.start()
+            await services.scheduler.start()
+            # What exists now lives as long as the server: keep it out of every GC pass.
+            gc.freeze()
+            yield
+        finally:
+            for stop in reversed(app.get(STOPPERS, [])):
+                await stop(services)
+            await services.scheduler.stop()
+            await services.engine.stop()
+            await services.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    idempotency.setup(app)
+    for family in families():
+        family.setup(app)
+    return app
+
+
+def families() -> list:
+    """The parts whose ``setup(app)`` adds routes: the health check, one per API family, OpenAPI."""
+    from taskd import containertasks, dagruns, processes, workqueue
+    from taskd.http import health, openapi
+
+    return [health, processes, dagruns, containertasks, workqueue, openapi]

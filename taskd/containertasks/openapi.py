@@ -1,10 +1,11 @@
-"""OpenAPI declarations of the Container tasks family (Drove), next to ``taskd.api.tasks``."""
+"""OpenAPI declarations of the Container tasks family (Drove), next to its routes."""
 
 from __future__ import annotations
 
-from taskd.api.apischema import ANY, INT, STR, Op, arr, count, enum, nullable, obj, ref
-from taskd.api.tasks import MAX_MS
-from taskd.containertasks import LOG_FILES, MAX_ARGS, MIN_MEMORY_MB, STATES
+from taskd.containertasks.routes import MAX_MS
+from taskd.containertasks.spec import LOG_FILES, MAX_ARGS, MIN_MEMORY_MB, STATES
+from taskd.http.openapi import Part
+from taskd.http.openapi.schema import ANY, INT, STR, Op, arr, count, enum, nullable, obj, ref
 
 ID = {"type": "string", "pattern": r"^[a-zA-Z0-9_-]+$"}
 DURATION = {
@@ -242,3 +243,20 @@ OPERATIONS = {
         "Download a whole log file", path=FILE, response=STR, response_type="text/plain"
     ),
 }
+
+# The family's envelope (``routes.ENVELOPE``).
+SCHEMAS["DroveEnvelope"] = obj(
+    {"status": enum("SUCCESS", "FAILED"), "data": ANY, "message": STR},
+    ["status", "message"],
+    description="Every reply under /apis; errors have status FAILED and validation"
+    " errors as `data.validationErrors`.",
+)
+
+# Its operation ids keep the name Drove's routes had before the families became packages.
+PART = Part(
+    "tasks",
+    "Container tasks (Drove)",
+    "One-off container tasks created by operations.",
+    OPERATIONS,
+    SCHEMAS,
+)

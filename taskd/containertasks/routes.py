@@ -23,11 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from taskd.api.guard import access
-from taskd.api.http import json_response, query_int, read_json
-from taskd.api.idempotency import DROVE_CREATE, idempotent
-from taskd.api.keys import SERVICES
-from taskd.containertasks import (
+from taskd.containertasks import store as cq
+from taskd.containertasks.spec import (
     ID,
     INVALID,
     LOG_FILES,
@@ -40,13 +37,48 @@ from taskd.containertasks import (
     parse_spec,
     task_info,
 )
+from taskd.engine.engine import insert_run_and
 from taskd.errors import BadRequest, Conflict, NotFound, TaskdError
+from taskd.http.envelopes import Envelope
+from taskd.http.guard import access
+from taskd.http.idempotency import Creates, idempotent
+from taskd.http.jsonio import json_response, query_int, read_json
+from taskd.http.keys import SERVICES
 from taskd.models import RUN_ACTIVE
-from taskd.store import containertasks as cq
 from taskd.store import output as oq
 from taskd.validate import Doc, Problems
 
 routes = web.RouteTableDef()
+
+
+def error_body(message: str, details: list[str], extra: dict[str, Any]) -> dict[str, Any]:
+    """Drove's envelope in its failed form; validation errors go in ``data``."""
+    data: Any = {"validationErrors": details} if details else extra.get("data")
+    body = {"status": "FAILED", "message": message}
+    if data is not None:
+        body["data"] = data
+    return body
+
+
+ENVELOPE = Envelope(
+    "drove",
+    prefixes=("/apis/",),
+    body=error_body,
+    schema="DroveEnvelope",
+    error_form={"properties": {"status": {"const": "FAILED"}}},
+)
+
+DROVE_CREATE = Creates(
+    (insert_run_and,),
+    lambda db, args, _: (
+        200,
+        {
+            "status": "SUCCESS",
+            "data": {"taskId": f"{args[0].extra['sourceAppName']}-{args[0].extra['taskId']}"},
+            "message": "success",
+        },
+    ),
+)
 MAX_MS = (2**63 - 1) // 1_000_000  # epoch ms that still fit 64 bits as ns
 
 

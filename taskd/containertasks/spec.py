@@ -1,7 +1,7 @@
 """Container tasks (Drove), pure part: parsing a CREATE, durations, states, TaskInfo.
 
 A Drove task is a run of kind ``task`` with one task on the docker runner, never retried.
-The handlers are in ``taskd.api.tasks``; nothing here does I/O.
+The handlers are in ``taskd.containertasks.routes``; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
+from taskd.containertasks import store as cq
 from taskd.models import RUN_ACTIVE, JobSpec, RetryPolicy, RunKind, TaskTemplate, Trigger, Volume
-from taskd.store import containertasks as cq
 from taskd.store.runs import RunPlan
 from taskd.timefmt import epoch_ms
 from taskd.validate import Doc, Problems, type_name

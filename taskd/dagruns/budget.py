@@ -17,10 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from taskd import dagspec
-from taskd.api.guard import principal_of
-from taskd.api.keys import SERVICES
+from taskd.dagruns.expand import PLACEHOLDER
 from taskd.errors import BadRequest
+from taskd.http.guard import principal_of
+from taskd.http.keys import SERVICES
 
 # Expanding this many tasks (or edges) takes a few milliseconds: beyond it, off the loop.
 ON_LOOP_TASKS = 2_000
@@ -62,7 +62,7 @@ def task_size(task: Any, counts: dict[str, int]) -> int:
         value = job.get(key)
         for s in value if isinstance(value, list) else [value]:
             if isinstance(s, str) and "{{" in s:
-                found.update(dagspec.PLACEHOLDER.findall(s))
+                found.update(PLACEHOLDER.findall(s))
     return math.prod(counts[p] for p in found if p in counts)
 
 

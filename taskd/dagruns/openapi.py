@@ -1,11 +1,12 @@
-"""OpenAPI declarations of the DAG runs family (Daggy), for the routes of ``taskd.api.dagruns``.
+"""OpenAPI declarations of the DAG runs family (Daggy), for the routes of ``taskd.dagruns.routes``.
 
-Kept apart from that module (owned by its family) and read by ``taskd.api.openapi``.
+Kept apart from that module (owned by its family) and read by ``taskd.http.openapi``.
 """
 
 from __future__ import annotations
 
-from taskd.api.apischema import ANY, BOOL, INT, STR, Op, arr, enum, nullable, obj, ref
+from taskd.http.openapi import Part
+from taskd.http.openapi.schema import ANY, BOOL, INT, STR, Op, arr, enum, nullable, obj, ref
 
 TASK_STATES = ("QUEUED", "RUNNING", "RETRY", "COMPLETED", "ERRORED", "KILLED")
 RUN_STATES = ("QUEUED", "RUNNING", "COMPLETED", "ERRORED", "KILLED")
@@ -187,3 +188,16 @@ OPERATIONS = {
         "Get a task's state", path=TASK, response=TASK_STATE
     ),
 }
+
+# The family's error envelope (``routes.ENVELOPE``).
+SCHEMAS["DaggyError"] = obj(
+    {"error": STR, "errors": arr(STR)}, ["error"], description="Errors under /v1 and /ready."
+)
+
+PART = Part(
+    "dagruns",
+    "DAG runs (Daggy)",
+    "Ad-hoc DAGs with parameter expansion and generators.",
+    OPERATIONS,
+    SCHEMAS,
+)

@@ -11,27 +11,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
-from taskd import dagspec
-from taskd.api import dagbudget, on_start
-from taskd.api.guard import access
-from taskd.api.http import json_response, query_bool, read_json
-from taskd.api.idempotency import DAGRUN, idempotent
-from taskd.api.keys import SERVICES
-from taskd.engine.core import Engine, GeneratorHook
+from taskd.dagruns import budget as dagbudget
+from taskd.dagruns import spec as dagspec
+from taskd.dagruns import store as dq
+from taskd.engine.engine import Engine, GeneratorHook, insert_run_and
 from taskd.engine.graph import TaskNode
 from taskd.errors import BadRequest, NotFound
+from taskd.http import on_start
+from taskd.http.envelopes import Envelope
+from taskd.http.guard import access
+from taskd.http.idempotency import Creates, idempotent
+from taskd.http.jsonio import json_response, query_bool, read_json
+from taskd.http.keys import SERVICES
 from taskd.models import RunKind, RunState, TaskState, Trigger
-from taskd.services import Services
-from taskd.store import dagruns as dq
+from taskd.store import idempotency as iq
 from taskd.store.runs import RunPlan
 from taskd.timefmt import ns_str
 
-log = structlog.get_logger("taskd.api.dagruns")
+if TYPE_CHECKING:
+    from taskd.app import Services
+
+log = structlog.get_logger("taskd.dagruns.routes")
+
+
+def error_body(message: str, details: list[str], extra: dict[str, Any]) -> dict[str, Any]:
+    """Daggy's error shape (also the health check's: it is Daggy's greeting)."""
+    body: dict[str, Any] = {"error": message}
+    if details:
+        body["errors"] = details
+    return body
+
+
+ENVELOPE = Envelope(
+    "daggy", prefixes=("/v1/",), paths=frozenset({"/ready"}), body=error_body, schema="DaggyError"
+)
+
+# Daggy answers a DAG run's number among DAG runs, given in the same transaction.
+DAGRUN = Creates(
+    (insert_run_and,), lambda db, args, run_id: (200, {"runID": iq.kind_number(db, run_id)})
+)
 routes = web.RouteTableDef()
 
 # Daggy leaves the children of a failed task QUEUED for ever; so does this mapping

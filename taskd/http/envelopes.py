@@ -1,4 +1,5 @@
-"""One error shape per API family, and the middleware that renders every error in it.
+"""One error shape per API family (each registers its own), and the middleware that renders
+every error in it.
 
 A client of any family gets JSON in that family's envelope with a 4xx/5xx status, whatever
 went wrong: bad JSON, an unknown route, a missing credential, a body over the limit, or a bug
@@ -8,53 +9,64 @@ went wrong: bad JSON, an unknown route, a missing credential, a body over the li
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from taskd.api.http import json_response
-from taskd.api.keys import SERVICES
 from taskd.errors import TaskdError, Unavailable
+from taskd.http.jsonio import json_response
+from taskd.http.keys import SERVICES
 
 log = structlog.get_logger("taskd.api")
 
-QUEUE_ROOTS = frozenset({"worker", "task", "project", "log", "logs"})
+
+@dataclass(frozen=True)
+class Envelope:
+    """One family's error shape: the paths it covers and how an error is written in it."""
+
+    family: str  # the name ``family_of`` gives its paths
+    prefixes: tuple[str, ...] = ()  # paths that start with one of these
+    paths: frozenset[str] = frozenset()  # or are exactly one of these
+    roots: frozenset[str] = frozenset()  # or whose first segment is one of these
+    # (message, details, extra) -> body; None: taskd's own shape (code, message, errors)
+    body: Callable[[str, list[str], dict[str, Any]], dict[str, Any]] | None = None
+    schema: str = "SundialError"  # its component in the OpenAPI document
+    error_form: dict[str, Any] | None = None  # what marks the envelope as an error there
+
+
+DEFAULT = Envelope("taskd")
+ENVELOPES: dict[str, Envelope] = {}
+SCHEMAS: dict[str, str] = {DEFAULT.family: DEFAULT.schema}  # family -> OpenAPI component
+
+
+def register(envelope: Envelope) -> None:
+    """Answer errors under ``envelope``'s paths in its shape (each family, at setup)."""
+    ENVELOPES[envelope.family] = envelope
+    SCHEMAS[envelope.family] = envelope.schema
+
+
+def envelope_of(path: str) -> Envelope:
+    """The envelope of the family a path belongs to, by its prefix."""
+    root = path.split("/", 2)[1] if path.count("/") >= 1 else ""
+    for envelope in ENVELOPES.values():
+        if path.startswith(envelope.prefixes) or path in envelope.paths or root in envelope.roots:
+            return envelope
+    return DEFAULT
 
 
 def family_of(path: str) -> str:
     """Which API family a path belongs to, by its prefix."""
-    if path.startswith("/apis/"):
-        return "drove"
-    if path.startswith("/v1/") or path == "/ready":
-        return "daggy"
-    if path.startswith(("/api/", "/_internal_")):
-        return "sundial"
-    root = path.split("/", 2)[1] if path.count("/") >= 1 else ""
-    if root in QUEUE_ROOTS:
-        return "queue"
-    return "taskd"
+    return envelope_of(path).family
 
 
 def error_body(
     family: str, status: int, code: str, message: str, details: list[str], extra: dict[str, Any]
 ) -> dict[str, Any]:
-    if family == "drove":
-        data: Any = {"validationErrors": details} if details else extra.get("data")
-        body = {"status": "FAILED", "message": message}
-        if data is not None:
-            body["data"] = data
-        return body
-    if family == "queue":
-        body = {"ok": False, "message": message}
-        if "rate_limit_delay" in extra:
-            body["rate_limit_delay"] = extra["rate_limit_delay"]
-        return body
-    if family == "daggy":
-        body = {"error": message}
-        if details:
-            body["errors"] = details
-        return body
+    envelope = ENVELOPES.get(family, DEFAULT)
+    if envelope.body is not None:
+        return envelope.body(message, details, extra)
     body = {"code": code, "message": message}
     if details:
         body["errors"] = details

@@ -19,10 +19,10 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from taskd.api.envelopes import family_of
-from taskd.api.keys import SERVICES
 from taskd.auth import Principal
 from taskd.errors import Forbidden, Unauthorized
+from taskd.http.envelopes import family_of
+from taskd.http.keys import SERVICES
 
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)

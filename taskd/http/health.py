@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from taskd.api.apischema import Op, obj
-from taskd.api.guard import access
-from taskd.api.http import json_response
-from taskd.api.keys import SERVICES
 from taskd.errors import Unavailable
+from taskd.http.guard import access
+from taskd.http.jsonio import json_response
+from taskd.http.keys import SERVICES
+from taskd.http.openapi import Part, declare
+from taskd.http.openapi.schema import Op, obj
 
 routes = web.RouteTableDef()
 
@@ -39,3 +40,5 @@ OPENAPI = {
 
 def setup(app: web.Application) -> None:
     app.add_routes(routes)
+    declare(app, __name__, Part("common", "Health", "The health check shared by every family.",
+                                OPENAPI))  # fmt: skip

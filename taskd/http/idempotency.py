@@ -22,14 +22,11 @@ import orjson
 import structlog
 from aiohttp import web
 
-from taskd.api.http import JSON
-from taskd.api.keys import SERVICES
-from taskd.api.serving import credential_of
-from taskd.engine.core import insert_run_and
 from taskd.errors import BadRequest, Conflict, TaskdError
+from taskd.http.jsonio import JSON
+from taskd.http.keys import SERVICES
+from taskd.http.serving import credential_of
 from taskd.models import now_ns
-from taskd.queue import QueueService
-from taskd.store import definitions as dq
 from taskd.store import idempotency as iq
 from taskd.store.db import WRITE_HOOK
 
@@ -56,25 +53,6 @@ class Creates:
 
     writes: tuple[Callable[..., Any], ...]
     answer: Callable[[Any, tuple[Any, ...], Any], tuple[int, Any]]
-
-
-# Daggy answers a DAG run's number among DAG runs, given in the same transaction.
-DAGRUN = Creates(
-    (insert_run_and,), lambda db, args, run_id: (200, {"runID": iq.kind_number(db, run_id)})
-)
-DROVE_CREATE = Creates(
-    (insert_run_and,),
-    lambda db, args, _: (
-        200,
-        {
-            "status": "SUCCESS",
-            "data": {"taskId": f"{args[0].extra['sourceAppName']}-{args[0].extra['taskId']}"},
-            "message": "success",
-        },
-    ),
-)
-TRIGGER = Creates((insert_run_and, dq.add_trigger), lambda db, args, _: (204, None))
-QUEUE_SUBMIT = Creates((QueueService._submit_tx,), lambda db, args, _: (200, {"ok": True}))
 
 
 @dataclass

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from taskd.api.keys import SERVICES
 from taskd.errors import BadRequest, UnsupportedMediaType
+from taskd.http.keys import SERVICES
 
 JSON = "application/json"
 INT64_MAX = 2**63 - 1  # what SQLite (and so every id, count and limit here) can hold
@@ -107,7 +107,7 @@ def cross_site_sendable(request: web.Request) -> bool:
 
 def daggy_anonymous(request: web.Request) -> bool:
     """Whether this request is Daggy's and taskd takes such requests without credentials."""
-    from taskd.api.envelopes import family_of  # envelopes imports this module
+    from taskd.http.envelopes import family_of  # envelopes imports this module
 
     settings = request.app[SERVICES].settings
     return settings.daggy_anonymous and family_of(request.path) == "daggy"

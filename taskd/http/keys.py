@@ -7,6 +7,6 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from taskd.services import Services
+    from taskd.app import Services
 
 SERVICES: web.AppKey[Services] = web.AppKey("services")

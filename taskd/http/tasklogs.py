@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from taskd.api.keys import SERVICES
-from taskd.api.serving import FOLLOWS, credential_of
 from taskd.errors import BadRequest
+from taskd.http.keys import SERVICES
+from taskd.http.serving import FOLLOWS, credential_of
 from taskd.store import output as oq
 
 STREAM_CHOICES = {

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from taskd import schedule as sched
 from taskd.dag import find_cycle
 from taskd.models import JobSpec, RetryPolicy, TaskTemplate
+from taskd.processes import schedule as sched
 from taskd.validate import Doc, Problems
 
 EXECUTABLES = ("docker_image_command", "batch_image_command", "shell_script_command")

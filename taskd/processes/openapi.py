@@ -1,9 +1,9 @@
-"""OpenAPI declarations of the Processes family (Sundial), next to ``taskd.api.processes``."""
+"""OpenAPI declarations of the Processes family (Sundial), next to ``taskd.processes.routes``."""
 
 from __future__ import annotations
 
-from taskd import definitions as defs
-from taskd.api.apischema import (
+from taskd.http.openapi import Part
+from taskd.http.openapi.schema import (
     ANY,
     BOOL,
     INT,
@@ -18,9 +18,10 @@ from taskd.api.apischema import (
     obj,
     ref,
 )
-from taskd.api.processes import PROCESS_STATUSES, TASK_STATUSES
 from taskd.models import AttemptState, Trigger
-from taskd.schedule import MAX_BUFFER, MISSED_POLICIES
+from taskd.processes import definitions as defs
+from taskd.processes.routes import PROCESS_STATUSES, TASK_STATUSES
+from taskd.processes.schedule import MAX_BUFFER, MISSED_POLICIES
 
 NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"}
 TEXT = {"type": "string", "pattern": r"\S"}  # not empty, not only blanks
@@ -315,3 +316,11 @@ OPERATIONS = {
     ),
     "GET /_internal_/metrics": Op("Prometheus metrics", response=STR, response_type="text/plain"),
 }
+
+PART = Part(
+    "processes",
+    "Processes (Sundial)",
+    "Process definitions, processes, task callbacks.",
+    OPERATIONS,
+    SCHEMAS,
+)

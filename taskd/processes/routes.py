@@ -11,20 +11,27 @@ from typing import Any
 
 from aiohttp import web
 
-from taskd import definitions as defs
-from taskd.api.guard import access
-from taskd.api.http import json_response, query_int, read_json
-from taskd.api.idempotency import TRIGGER, idempotent
-from taskd.api.keys import SERVICES
-from taskd.api.tasklogs import stream_output
+from taskd.engine.engine import insert_run_and
 from taskd.errors import BadRequest
+from taskd.http.envelopes import Envelope
+from taskd.http.guard import access
+from taskd.http.idempotency import Creates, idempotent
+from taskd.http.jsonio import json_response, query_int, read_json
+from taskd.http.keys import SERVICES
+from taskd.http.tasklogs import stream_output
 from taskd.models import RunKind, now_ns
-from taskd.store import definitions as dq
-from taskd.store import processes as pq
+from taskd.processes import definitions as defs
+from taskd.processes import store as dq
+from taskd.processes import store_runs as pq
 from taskd.timefmt import iso_ms, parse_iso
 from taskd.validate import Doc, Problems
 
 routes = web.RouteTableDef()
+
+# Sundial's errors have taskd's own shape (code, message, errors).
+ENVELOPE = Envelope("sundial", prefixes=("/api/", "/_internal_"))
+
+TRIGGER = Creates((insert_run_and, dq.add_trigger), lambda db, args, _: (204, None))
 
 PROCESS_STATUSES = ("running", "succeeded", "failed")
 TASK_STATUSES = ("submitted", "runnable", "starting", "pending", "running", "failed", "succeeded")

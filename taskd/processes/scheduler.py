@@ -1,7 +1,7 @@
 """The scheduler: turns schedules and manual triggers of definitions into runs.
 
 It sleeps until the earliest due slot or a change (never polls), works out what is due with
-the pure maths of ``taskd.schedule``, and starts each run in the same transaction as the
+the pure maths of ``taskd.processes.schedule``, and starts each run in the same transaction as the
 ledger row of its slot, whose primary key makes a second fire of a slot impossible.
 """
 
@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from taskd import definitions as defs
-from taskd import schedule as sched
 from taskd.errors import BadRequest, Conflict, NotFound, TaskdError
 from taskd.models import RunKind, Trigger, now_ns
-from taskd.store import definitions as dq
+from taskd.processes import definitions as defs
+from taskd.processes import schedule as sched
+from taskd.processes import store as dq
 from taskd.store.runs import RunPlan
 
 if TYPE_CHECKING:
-    from taskd.engine.core import Engine
+    from taskd.engine.engine import Engine
     from taskd.engine.graph import RunNode
 
 log = structlog.get_logger("taskd.scheduler")
@@ -318,7 +318,7 @@ class Scheduler:
     async def _drain(self, name: str) -> None:
         """Start what waited for the previous run of a definition: a slot, else a trigger."""
         async with self.lock(name):
-            if self.active(name) or self.engine._closing:
+            if self.active(name) or self.engine.closing:
                 return
             slots = [r for r in await self.store.read(dq.waiting_slots) if r["definition"] == name]
             if slots:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from taskd.errors import NotFound
+from taskd.store.output import ENTRY_TABLES
 
 ATTEMPT_COLUMNS = (
     "a.id, a.uuid, a.number, a.state, a.succeeded, a.exit_code, a.reason, a.runner,"
@@ -173,12 +174,6 @@ def add_entries(
     )
 
 
-ENTRY_TABLES = {
-    "log": ("log_entries", "source", "message"),
-    "metadata": ("metadata_entries", "key", "value"),
-}
-
-
 def counts(db: sqlite3.Connection) -> dict[str, Any]:
     """Runs by (kind, state) and the tasks that can still change, by state (metrics)."""
     runs = {
@@ -193,20 +188,3 @@ def counts(db: sqlite3.Connection) -> dict[str, Any]:
         )
     }
     return {"runs": runs, "tasks": tasks}
-
-
-def add_entries_of(
-    db: sqlite3.Connection,
-    attempt_id: int,
-    logs: list[tuple[str, int, str, str]],
-    metadata: list[tuple[str, int, str, str]],
-) -> None:
-    """Append log entries and metadata of an attempt known by its row id (its own output)."""
-    for kind, rows in (("log", logs), ("metadata", metadata)):
-        if rows:
-            table, a, b = ENTRY_TABLES[kind]
-            db.executemany(
-                f"INSERT OR IGNORE INTO {table} (uuid, attempt_id, at, {a}, {b})"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(u, attempt_id, at, x, y) for u, at, x, y in rows],
-            )

@@ -1,7 +1,7 @@
 """The work queue's domain: values, request validation, wire shapes and pure rules. No I/O.
 
-The service (``taskd.queue``) applies these inside store transactions; the HTTP handlers
-(``taskd.api.workqueue``) only read JSON and call the service.
+The service (``taskd.workqueue.service``) applies these inside store transactions; the HTTP handlers
+(``taskd.workqueue.routes``) only read JSON and call the service.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""OpenAPI declarations of the Work queue family (task_tracker), next to ``taskd.api.workqueue``.
+"""OpenAPI declarations of the Work queue family (task_tracker), next to ``taskd.workqueue.routes``.
 
 Worker routes authenticate with the ``X-Worker-ID`` / ``X-Secret`` headers (``auth="worker"``);
 project management needs taskd's admin credential, reading it a viewer's.
@@ -6,8 +6,9 @@ project management needs taskd's admin credential, reading it a viewer's.
 
 from __future__ import annotations
 
-from taskd.api.apischema import BOOL, INT, NUM, STR, Op, arr, enum, nullable, obj, ref
-from taskd.queue_model import INT32_MAX, INT64_MAX, INT64_MIN, MAX_BULK, MAX_TEXT
+from taskd.http.openapi import Part
+from taskd.http.openapi.schema import ANY, BOOL, INT, NUM, STR, Op, arr, enum, nullable, obj, ref
+from taskd.workqueue.model import INT32_MAX, INT64_MAX, INT64_MIN, MAX_BULK, MAX_TEXT
 
 I64 = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
 ID = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
@@ -375,3 +376,18 @@ OPERATIONS = {
         response=reply(),
     ),
 }
+
+# The family's envelope (``routes.ENVELOPE``).
+SCHEMAS["QueueEnvelope"] = obj(
+    {"ok": BOOL, "message": STR, "content": ANY, "rate_limit_delay": NUM},
+    ["ok"],
+    description="Every reply of the work queue; errors have `ok` false.",
+)
+
+PART = Part(
+    "workqueue",
+    "Work queue (task_tracker)",
+    "Projects of opaque tasks leased by workers.",
+    OPERATIONS,
+    SCHEMAS,
+)

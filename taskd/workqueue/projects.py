@@ -10,12 +10,12 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from taskd.errors import BadRequest, Conflict, Forbidden, NotFound
-from taskd.queue_model import NS, project_json, worker_json
-from taskd.store import queue as sq
-from taskd.store import queue_projects as qp
+from taskd.workqueue import store as sq
+from taskd.workqueue import store_projects as qp
+from taskd.workqueue.model import NS, project_json, worker_json
 
 if TYPE_CHECKING:
-    from taskd.queue import QueueService, WorkerAuth
+    from taskd.workqueue.service import QueueService, WorkerAuth
 
 COUNT_FIELDS = (
     "new_task_count",

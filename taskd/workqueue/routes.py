@@ -8,18 +8,18 @@ X-Secret; project management needs taskd's admin token (a viewer token may read)
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from taskd.api import on_start
-from taskd.api.guard import access, principal_of
-from taskd.api.http import json_response, query_int, read_json
-from taskd.api.idempotency import QUEUE_SUBMIT, idempotent
-from taskd.api.keys import SERVICES
 from taskd.errors import BadRequest, Forbidden, Unauthorized
-from taskd.queue import QueueService, WorkerAuth
-from taskd.queue_model import (
+from taskd.http import on_start
+from taskd.http.envelopes import Envelope
+from taskd.http.guard import access, principal_of
+from taskd.http.idempotency import Creates, idempotent
+from taskd.http.jsonio import json_response, query_int, read_json
+from taskd.http.keys import SERVICES
+from taskd.workqueue.model import (
     INT64_MAX,
     LOG_LEVELS,
     NewTask,
@@ -30,9 +30,33 @@ from taskd.queue_model import (
     parse_project,
     str_field,
 )
-from taskd.services import Services
+from taskd.workqueue.service import QueueService, WorkerAuth
+
+if TYPE_CHECKING:
+    from taskd.app import Services
 
 routes = web.RouteTableDef()
+
+QUEUE_ROOTS = frozenset({"worker", "task", "project", "log", "logs"})
+
+
+def error_body(message: str, details: list[str], extra: dict[str, Any]) -> dict[str, Any]:
+    """The work queue's envelope with ``ok`` false, and the delay a rate limit asks for."""
+    body = {"ok": False, "message": message}
+    if "rate_limit_delay" in extra:
+        body["rate_limit_delay"] = extra["rate_limit_delay"]
+    return body
+
+
+ENVELOPE = Envelope(
+    "queue",
+    roots=QUEUE_ROOTS,
+    body=error_body,
+    schema="QueueEnvelope",
+    error_form={"properties": {"ok": {"const": False}}, "required": ["message"]},
+)
+
+QUEUE_SUBMIT = Creates((QueueService.submit_tx,), lambda db, args, _: (200, {"ok": True}))
 
 
 def queue_of(request: web.Request) -> QueueService:

@@ -25,7 +25,10 @@ import orjson
 import structlog
 
 from taskd.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
-from taskd.queue_model import (
+from taskd.store import Store
+from taskd.workqueue import store as sq
+from taskd.workqueue import store_projects as qp
+from taskd.workqueue.model import (
     INT64_MAX,
     NS,
     NewTask,
@@ -37,10 +40,7 @@ from taskd.queue_model import (
     task_json,
     worker_json,
 )
-from taskd.queue_projects import QueueProjects
-from taskd.store import Store
-from taskd.store import queue as sq
-from taskd.store import queue_projects as qp
+from taskd.workqueue.projects import QueueProjects
 
 if TYPE_CHECKING:
     from taskd.engine.supervisor import Supervisor
@@ -215,9 +215,9 @@ class QueueService:
 
     async def submit(self, worker: WorkerAuth, project: int, tasks: list[NewTask]) -> None:
         """Store every task or none (one transaction); needs SUBMIT access on the project."""
-        await self.store.write(self._submit_tx, worker.id, project, tasks)
+        await self.store.write(self.submit_tx, worker.id, project, tasks)
 
-    def _submit_tx(
+    def submit_tx(
         self, db: sqlite3.Connection, worker: int, pid: int, tasks: list[NewTask]
     ) -> None:
         project = qp.project_by_id(db, pid)

@@ -1,8 +1,8 @@
 """SQL of the work queue: tasks, leases, verifications, worker logs and monitoring.
 
 Plain functions ``fn(conn, ...)`` run by ``Store.write``/``Store.read``; the rules live in
-``taskd.queue``, which calls these inside one transaction per request. Projects, workers and
-access grants are in ``taskd.store.queue_projects``.
+``taskd.workqueue.service``, which calls these inside one transaction per request. Projects,
+workers and access grants are in ``taskd.workqueue.store_projects``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from taskd.queue_model import NS
+from taskd.workqueue.model import NS
 
-# Statuses appear as literals in the SQL below: 1 new, 2 failed, 3 closed (queue_model.Status).
+# Statuses appear as literals in the SQL below: 1 new, 2 failed, 3 closed (model.Status).
 
 # (priority, max_retries, max_assign_time, verification_count, hash64, recipe)
 TaskRow = tuple[int, int, int, int, int | None, str]

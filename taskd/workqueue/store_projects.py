@@ -1,4 +1,4 @@
-"""SQL of the work queue's projects, workers and access grants (see ``taskd.store.queue``)."""
+"""SQL of the work queue's projects, workers and access grants (see ``taskd.workqueue.store``)."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from taskd.api.tasks import incomplete_utf8
-from taskd.containertasks import parse_duration
+from taskd.containertasks.routes import incomplete_utf8
+from taskd.containertasks.spec import parse_duration
 from tests.conftest import ADMIN
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN}".encode()).decode()}

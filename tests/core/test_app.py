@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import sys
 
-from taskd.api.keys import SERVICES
 from taskd.auth import issue_token
-from tests.integration.sundial import H, definition, finished_process, put, shell, trigger
+from taskd.http.keys import SERVICES
+from tests.processes.sundial import H, definition, finished_process, put, shell, trigger
 
 
 async def test_ready_needs_no_credentials(make_client):

@@ -173,7 +173,7 @@ async def test_concurrency_limit_is_respected(services):
 async def test_output_keeps_head_and_tail_and_says_how_much_was_dropped(settings, tmp_path):
     import dataclasses
 
-    from taskd.services import Services
+    from taskd.app import Services
 
     small = dataclasses.replace(settings, log_head_bytes=1000, log_tail_bytes=2000)
     services = await Services.open(small)

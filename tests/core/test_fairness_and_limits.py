@@ -10,10 +10,10 @@ import uuid
 
 import orjson
 
+from taskd.app import Services
 from taskd.models import JobSpec, RunKind, TaskTemplate
-from taskd.services import Services
 from taskd.store.runs import RunPlan
-from tests.integration.test_dagruns import Api, job
+from tests.dagruns.test_dagruns import Api, job
 
 
 def one(name: str, job: JobSpec) -> RunPlan:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from taskd.app import Services
 from taskd.models import JobSpec, RetryPolicy, RunKind, RunState, TaskTemplate
-from taskd.services import Services
 from taskd.store.runs import RunPlan
-from tests.integration.sundial import definition, shell, wait_for
+from tests.processes.sundial import definition, shell, wait_for
 from tests.server import Server
 
 # $1: the pid file; $2: "keep" leaves stdout and stderr open in the children.

@@ -7,9 +7,9 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
-from taskd.api import create_app, families
-from taskd.api.envelopes import family_of
-from taskd.api.openapi import ENVELOPES, build
+from taskd.app import create_app, families
+from taskd.http.envelopes import family_of
+from taskd.http.openapi import ENVELOPES, build
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.sundial import definition, shell, wait_for
+from tests.processes.sundial import definition, shell, wait_for
 from tests.server import Server
 
 

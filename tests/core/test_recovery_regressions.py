@@ -23,7 +23,7 @@ import pytest
 
 from tests.docker.conftest import docker_ready  # noqa: F401
 from tests.dockerutil import remove_labelled
-from tests.integration.sundial import (
+from tests.processes.sundial import (
     H,
     definition,
     finished_process,
@@ -171,7 +171,7 @@ async def test_a_local_process_whose_pid_was_not_stored_is_stopped_before_the_re
 async def test_a_kill_arriving_while_a_run_ends_does_not_mark_it_killed(make_client):
     """A kill (here: overlap "terminate") that came while the end of a run was being written
     set kill_requested on a run that had ended on its own: Sundial then said it was killed."""
-    from taskd.api.keys import SERVICES
+    from taskd.http.keys import SERVICES
     from taskd.models import RUN_TERMINAL
 
     client = await make_client()

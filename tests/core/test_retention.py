@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from taskd.engine import retention as retention_mod
 from taskd.engine.retention import Retention
 from taskd.models import JobSpec, RunKind, TaskTemplate
-from taskd.store import definitions as dq
+from taskd.processes import store as dq
 from taskd.store import retention as rq
 from taskd.store.runs import RunPlan
 

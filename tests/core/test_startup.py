@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.sundial import definition, shell, wait_for
+from tests.processes.sundial import definition, shell, wait_for
 from tests.server import Server, free_port
 
 

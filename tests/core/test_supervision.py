@@ -8,9 +8,9 @@ import sqlite3
 
 from aiohttp import web
 
-from taskd.api import create_app
-from taskd.api.keys import SERVICES
-from tests.integration.sundial import H, definition, finished_process, put, shell, trigger, wait_for
+from taskd.app import create_app
+from taskd.http.keys import SERVICES
+from tests.processes.sundial import H, definition, finished_process, put, shell, trigger, wait_for
 from tests.server import Server
 
 

@@ -10,10 +10,10 @@ import time
 import orjson
 import pytest
 
-from taskd.api.keys import SERVICES
 from taskd.auth import issue_token
-from taskd.store import dagruns as dagruns_store
-from tests.integration.test_engine import live_group_members
+from taskd.dagruns import store as dagruns_store
+from taskd.http.keys import SERVICES
+from tests.core.test_engine import live_group_members
 
 SCRIPT = """\
 import os, sys

@@ -13,7 +13,7 @@ H = {"Authorization": f"Bearer {ADMIN}"}
 
 def store_of(client):
     """The store behind a test client's app, to check what really was written."""
-    from taskd.api.keys import SERVICES
+    from taskd.http.keys import SERVICES
 
     return client.server.app[SERVICES].store
 

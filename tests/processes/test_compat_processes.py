@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from tests.integration.sundial import H, definition, finished_process, put, shell, trigger
+from tests.processes.sundial import H, definition, finished_process, put, shell, trigger
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 PROCESS_KEYS = {"process_id", "process_definition_name", "start_time", "end_time", "status", "task"}

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.integration.sundial import (
+from tests.processes.sundial import (
     H,
     definition,
     finished_process,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from taskd.services import Services
-from tests.integration.sundial import H, definition, processes, put, shell, sql, wait_for
+from taskd.app import Services
+from tests.processes.sundial import H, definition, processes, put, shell, sql, wait_for
 
 EVERY_SECOND = {"cron_schedule": {"seconds": "*/1", "minutes": "*", "hours": "*",
                                   "day_of_month": "*", "month": "*", "day_of_week": "?"}}  # fmt: skip
@@ -123,8 +123,8 @@ async def test_missed_slots_after_downtime_collapse_into_one_run(settings):
     services = await Services.open(settings)
     await services.engine.start()
     await services.scheduler.start()
-    from taskd import definitions as defs
-    from taskd.store import definitions as dq
+    from taskd.processes import definitions as defs
+    from taskd.processes import store as dq
 
     every_minute = {"cron_schedule": {"minutes": "*", "hours": "*", "day_of_month": "*",
                                       "month": "*", "day_of_week": "?"}}  # fmt: skip

@@ -12,16 +12,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taskd import definitions as defs
-from taskd.engine.scheduler import from_ns, to_ns
+from taskd.app import Services
 from taskd.errors import StoreError
 from taskd.models import JobSpec, RunKind, TaskTemplate, now_ns
-from taskd.services import Services
-from taskd.store import definitions as dq
+from taskd.processes import definitions as defs
+from taskd.processes import store as dq
+from taskd.processes.scheduler import from_ns, to_ns
 from taskd.store import tokens
 from taskd.store.runs import RunPlan
 from tests.faults import small_disk
-from tests.integration.sundial import definition, shell, wait_for
+from tests.processes.sundial import definition, shell, wait_for
 
 EVERY_SECOND = {"cron_schedule": {"seconds": "*/1", "minutes": "*", "hours": "*",
                                   "day_of_month": "*", "month": "*", "day_of_week": "?"}}  # fmt: skip

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from taskd.api.keys import SERVICES
+from taskd.http.keys import SERVICES
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}  # what curl -d sends
 

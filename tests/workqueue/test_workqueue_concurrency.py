@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from tests.integration.test_workqueue import Queue
+from tests.workqueue.test_workqueue import Queue
 
 TASKS = 5000
 WORKERS = 16

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.integration.test_workqueue import Queue
+from tests.workqueue.test_workqueue import Queue
 
 BIG = 2**63  # one past the largest SQLite integer
 HUGE = "99999999999999999999999"

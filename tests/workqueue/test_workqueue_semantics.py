@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.test_workqueue import Queue
+from tests.workqueue.test_workqueue import Queue
 
 
 @pytest.fixture

@@ -1,44 +1,28 @@
 """The OpenAPI 3.1 document of every route, and the API reference page rendered from it.
 
 The document is built from the app's router (what is really served, with each handler's
-access level) joined with the declarations each family keeps next to its routes: an
-``OPENAPI`` table in the family module, or ``OPERATIONS`` and ``SCHEMAS`` in a sibling
-``taskd.api.openapi_<family>`` module. A route without a declaration is left out, and
-``tests/integration/test_openapi.py`` fails on it.
+access level) joined with the part each family declares at setup (``declare``): its
+operations, keyed like its routes, its schemas, and the title of its tag. A route without a
+declaration is left out, and ``tests/core/test_openapi.py`` fails on it.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
+from dataclasses import dataclass, field
 from importlib import metadata
-from types import ModuleType
 from typing import Any
 
 from aiohttp import web
 
-from taskd.api import envelopes
-from taskd.api.apischema import ANY, BOOL, NUM, STR, Op, arr, enum, obj, ref
-from taskd.api.guard import access
-from taskd.api.http import json_response
+from taskd.http import envelopes
+from taskd.http.guard import access
+from taskd.http.jsonio import json_response
+from taskd.http.openapi.schema import STR, Op, arr, obj, ref
 
 routes = web.RouteTableDef()
 
-TITLES = {
-    "common": ("Health", "The health check shared by every family."),
-    "processes": ("Processes (Sundial)", "Process definitions, processes, task callbacks."),
-    "dagruns": ("DAG runs (Daggy)", "Ad-hoc DAGs with parameter expansion and generators."),
-    "tasks": ("Container tasks (Drove)", "One-off container tasks created by operations."),
-    "workqueue": ("Work queue (task_tracker)", "Projects of opaque tasks leased by workers."),
-    "openapi": ("API reference", "This document and the page rendered from it."),
-}
-ENVELOPES = {  # family of a path (envelopes.family_of) -> its error envelope
-    "sundial": "SundialError",
-    "taskd": "SundialError",
-    "daggy": "DaggyError",
-    "drove": "DroveEnvelope",
-    "queue": "QueueEnvelope",
-}
+ENVELOPES = envelopes.SCHEMAS  # family of a path (envelopes.family_of) -> its error envelope
 ERROR_TEXT = {
     400: "The request is invalid (every problem is listed)",
     401: "No valid credentials were sent",
@@ -83,59 +67,41 @@ SECURITY = {
     "worker": WORKER,
     "admin-or-worker": [*ADMIN, *WORKER],
 }
-ERROR_SCHEMAS = {
+ERROR_SCHEMAS = {  # taskd's own error shape; each family declares its envelope's schema
     "SundialError": obj(
         {"code": STR, "message": STR, "errors": arr(STR)},
         ["code", "message"],
         description="Errors under /api, /_internal_ and taskd's own routes.",
     ),
-    "DaggyError": obj(
-        {"error": STR, "errors": arr(STR)}, ["error"], description="Errors under /v1 and /ready."
-    ),
-    "DroveEnvelope": obj(
-        {"status": enum("SUCCESS", "FAILED"), "data": ANY, "message": STR},
-        ["status", "message"],
-        description="Every reply under /apis; errors have status FAILED and validation"
-        " errors as `data.validationErrors`.",
-    ),
-    "QueueEnvelope": obj(
-        {"ok": BOOL, "message": STR, "content": ANY, "rate_limit_delay": NUM},
-        ["ok"],
-        description="Every reply of the work queue; errors have `ok` false.",
-    ),
-}
-ERROR_FORMS = {  # an error reply: the envelope, in its failed form
-    "DroveEnvelope": {"properties": {"status": {"const": "FAILED"}}},
-    "QueueEnvelope": {"properties": {"ok": {"const": False}}, "required": ["message"]},
 }
 PARAM = re.compile(r"\{([^}:]+)\}")
 
 
-def declarations(module: ModuleType) -> tuple[dict[str, Op], dict[str, Any]]:
-    """A family's operations and schemas: in the module, or in ``openapi_<family>``."""
-    if hasattr(module, "OPENAPI"):
-        return module.OPENAPI, getattr(module, "OPENAPI_SCHEMAS", {})
-    family = module.__name__.rsplit(".", 1)[-1]
-    try:
-        found = importlib.import_module(f"taskd.api.openapi_{family}")
-    except ModuleNotFoundError:
-        return {}, {}
-    return found.OPERATIONS, found.SCHEMAS
+@dataclass(frozen=True)
+class Part:
+    """What one family (or part of taskd) declares for the document."""
+
+    name: str  # the prefix of its operation ids
+    title: str  # its tag
+    description: str
+    operations: dict[str, Op]  # "METHOD /path" -> what the route takes and answers
+    schemas: dict[str, Any] = field(default_factory=dict)
 
 
-def family_modules() -> list[ModuleType]:
-    from taskd.api import families
+PARTS: web.AppKey[dict[str, Part]] = web.AppKey("openapi_parts", dict)
 
-    return families()
+
+def declare(app: web.Application, module: str, part: Part) -> None:
+    """Document the routes whose handlers live in ``module`` with ``part``."""
+    app.setdefault(PARTS, {})[module] = part
 
 
 def build(app: web.Application) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the app's routes."""
-    modules = {m.__name__: m for m in family_modules()}
-    decls = {name: declarations(m) for name, m in modules.items()}
+    decls = app.get(PARTS, {})
     schemas: dict[str, Any] = dict(ERROR_SCHEMAS)
-    for _, more in decls.values():
-        schemas.update(more)
+    for part in decls.values():
+        schemas.update(part.schemas)
     paths: dict[str, dict[str, Any]] = {}
     used_tags: dict[str, str] = {}
     for resource in app.router.resources():
@@ -145,17 +111,18 @@ def build(app: web.Application) -> dict[str, Any]:
             module = getattr(route.handler, "__module__", "")
             if method == "HEAD" or module not in decls:
                 continue
-            ops = decls[module][0]
+            part = decls[module]
+            ops = part.operations
             decl = ops.get(f"{method} {path}") or ops.get(f"{method} {path.rstrip('/')}")
             if decl is None:
                 continue
-            family = module.rsplit(".", 1)[-1]
+            family = part.name
             level = getattr(route.handler, "taskd_access", "admin")
             op_id = f"{family}_{route.handler.__name__}"
             if path.endswith("/") and path != "/":
                 op_id += "_slash"
-            tag = TITLES.get(family, (family, ""))[0]
-            used_tags[tag] = TITLES.get(family, (family, ""))[1]
+            tag = part.title
+            used_tags[tag] = part.description
             paths.setdefault(path, {})[method.lower()] = operation(
                 decl, path, op_id, tag, family, level
             )
@@ -220,10 +187,10 @@ def operation(decl: Op, path: str, op_id: str, tag: str, family: str, level: str
 
 
 def errors(decl: Op, path: str, auth: str) -> dict[str, Any]:
-    envelope = ENVELOPES[envelopes.family_of(path)]
-    schema = ref(envelope)
-    if envelope in ERROR_FORMS:
-        schema = {"allOf": [schema, ERROR_FORMS[envelope]]}
+    envelope = envelopes.envelope_of(path)
+    schema = ref(envelope.schema)
+    if envelope.error_form is not None:
+        schema = {"allOf": [schema, envelope.error_form]}
     codes = set(decl.errors)
     if decl.body is not None or decl.query or PARAM.search(path):
         codes.add(400)
@@ -268,7 +235,7 @@ async def openapi_json(request: web.Request) -> web.Response:
 @access("public")
 async def docs(request: web.Request) -> web.Response:
     """The API reference, rendered from the OpenAPI document: one page, no external assets."""
-    from taskd.api.reference import render
+    from taskd.http.openapi.reference import render
 
     cache = request.app[CACHE]
     if "html" not in cache:
@@ -292,3 +259,5 @@ OPENAPI = {
 def setup(app: web.Application) -> None:
     app[CACHE] = {}
     app.add_routes(routes)
+    about = "This document and the page rendered from it."
+    declare(app, __name__, Part("openapi", "API reference", about, OPENAPI))

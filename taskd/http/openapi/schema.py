@@ -1,7 +1,7 @@
-"""Declaring what a route takes and answers, for the OpenAPI document (``taskd.api.openapi``).
+"""Declaring what a route takes and answers, for the OpenAPI document (``taskd.http.openapi``).
 
 Each API family keeps a table ``{"METHOD /path": Op(...)}`` next to its routes (in
-``taskd.api.openapi_<family>``); the document is built from those tables and the route
+``taskd.<family>.openapi``); the document is built from those tables and the route
 tables together, so the access level of each route comes from the code itself. Schemas are
 plain JSON Schema (OpenAPI 3.1) dicts built with the small helpers below.
 """

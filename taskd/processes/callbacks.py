@@ -7,11 +7,16 @@ the gateway address (same port); it serves nothing but the four task-token route
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
-from taskd.api import envelopes, guard, on_start, processes
-from taskd.api.keys import SERVICES
-from taskd.services import Services
+from taskd.http import envelopes, guard, on_start
+from taskd.http.keys import SERVICES
+from taskd.processes import routes as processes
+
+if TYPE_CHECKING:
+    from taskd.app import Services
 
 ROUTES = (
     ("/api/tasks/{task_id}/log_entries", processes.log_entries),
