@@ -36,7 +36,7 @@ class Services:
     instance: str  # a random id of this database; labels every container taskd starts
     engine: Engine = None  # type: ignore[assignment]
     scheduler: Scheduler = None  # type: ignore[assignment]
-    extras: dict[str, Any] = field(default_factory=dict)  # family-owned services (work queue)
+    extras: dict[str, Any] = field(default_factory=dict)  # what a family starts, by name
     lock: DatabaseLock | None = None  # held here when ``open`` took it (not the caller)
 
     @classmethod

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 from aiohttp import web
 
@@ -21,11 +20,6 @@ STREAM_CHOICES = {
 }
 FOLLOW_IDLE = 15.0  # seconds between checks that the attempt is still running
 LIVENESS_EVERY = 1.0  # seconds between checks that a follower's client is still there
-
-
-def attempt_open(db: Any, attempt_id: int) -> bool:
-    row = db.execute("SELECT ended_at FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
-    return row is not None and row["ended_at"] is None
 
 
 async def stream_output(request: web.Request, attempt_id: int) -> web.StreamResponse:
@@ -52,7 +46,7 @@ async def send_output(
         # Take the wake-up event before reading, so a flush between the two is not missed.
         woken = followers.event(attempt_id)
         try:
-            still_open = await svc.store.read(attempt_open, attempt_id)
+            still_open = await svc.store.read(oq.attempt_open, attempt_id)
             chunks = await svc.store.read(oq.chunks, attempt_id, streams, last_id)
             for chunk in chunks:
                 start = expected.get(chunk.stream, 0)

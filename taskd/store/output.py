@@ -127,3 +127,9 @@ def add_entries_of(
                 " VALUES (?, ?, ?, ?, ?)",
                 [(u, attempt_id, at, x, y) for u, at, x, y in rows],
             )
+
+
+def attempt_open(db: sqlite3.Connection, attempt_id: int) -> bool:
+    """Whether the attempt exists and has not ended (its output may still grow)."""
+    row = db.execute("SELECT ended_at FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
+    return row is not None and row["ended_at"] is None

@@ -62,7 +62,7 @@ class QueueProjects:
 
     def _create_tx(self, db: sqlite3.Connection, fields: dict[str, Any]) -> int:
         _check_chain(db, fields.get("chain"), None)
-        if db.execute("SELECT 1 FROM queue_projects WHERE name = ?", (fields["name"],)).fetchone():
+        if qp.name_taken(db, fields["name"]):
             raise Conflict(f"a project named {fields['name']!r} already exists")
         return qp.insert_project(db, fields, self.queue.clock())
 
@@ -78,9 +78,7 @@ class QueueProjects:
         if (
             "name" in fields
             and fields["name"] != project["name"]
-            and db.execute(
-                "SELECT 1 FROM queue_projects WHERE name = ?", (fields["name"],)
-            ).fetchone()
+            and qp.name_taken(db, fields["name"])
         ):
             raise Conflict(f"a project named {fields['name']!r} already exists")
         qp.update_project(db, pid, fields)

@@ -180,3 +180,8 @@ def access_list(db: sqlite3.Connection, project: int) -> list[sqlite3.Row]:
         "WHERE a.project = ? ORDER BY a.request DESC, w.id",
         (project,),
     ).fetchall()
+
+
+def name_taken(db: sqlite3.Connection, name: str) -> bool:
+    """Whether a project already has this name."""
+    return db.execute("SELECT 1 FROM queue_projects WHERE name = ?", (name,)).fetchone() is not None
