@@ -10,7 +10,7 @@ import jsonschema
 from ruamel.yaml import YAML
 
 from taskd.cli.docgen import render, walk
-from taskd.defschema import DEFINITION
+from taskd.processes.fileschema import DEFINITION
 
 ROOT = Path(__file__).resolve().parents[2]
 
