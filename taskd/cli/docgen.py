@@ -30,13 +30,15 @@ HTTP API (it never opens the database), so one command drives a local or a remot
 """
 
 
-def walk(cmd: click.Command, path: list[str]):
-    yield path, cmd
+def walk(cmd: click.Command, path: list[str], parent: click.Context | None = None):
+    """(path, command, context) of a command and every subcommand below it, as invoked."""
+    ctx = click.Context(cmd, info_name=path[-1], parent=parent, **cmd.context_settings)
+    yield path, cmd, ctx
     if isinstance(cmd, click.Group):
-        for name in sorted(cmd.list_commands(click.Context(cmd))):
-            sub = cmd.get_command(click.Context(cmd), name)
+        for name in sorted(cmd.list_commands(ctx)):
+            sub = cmd.get_command(ctx, name)
             if sub is not None and not sub.hidden:
-                yield from walk(sub, [*path, name])
+                yield from walk(sub, [*path, name], ctx)
 
 
 def option_line(param: click.Parameter, ctx: click.Context) -> str | None:
@@ -52,9 +54,8 @@ def render() -> str:
     from taskd.cli import main
 
     out = [INTRO]
-    for path, cmd in walk(main, ["taskd"]):
+    for path, cmd, ctx in walk(main, ["taskd"]):
         name = " ".join(path)
-        ctx = click.Context(cmd, info_name=name)
         out.append(f"## {name}\n")
         out.append(f"```\n{name} {' '.join(cmd.collect_usage_pieces(ctx))}\n```\n")
         if cmd.help:

@@ -25,7 +25,7 @@ def test_every_command_has_help_and_a_section():
     from taskd.cli import main
 
     text = (ROOT / "docs" / "cli.md").read_text()
-    for path, cmd in walk(main, ["taskd"]):
+    for path, cmd, _ in walk(main, ["taskd"]):
         assert f"## {' '.join(path)}\n" in text
         assert cmd.help, f"{' '.join(path)} has no help"
 
