@@ -20,6 +20,7 @@ import structlog
 
 from taskd.auth import new_task_token
 from taskd.engine.capacity import Capacity
+from taskd.engine.clock import Clock
 from taskd.engine.graph import LiveAttempt, RunNode, TaskNode, link, run_from_row, task_from_row
 from taskd.engine.repair import Ended, Generated, repair
 from taskd.engine.retention import Retention
@@ -39,7 +40,6 @@ from taskd.models import (
     after_attempt,
     attempt_succeeded,
     check_transition,
-    now_ns,
     readiness,
     run_result,
 )
@@ -65,8 +65,12 @@ FAIR_WAIT = 30.0
 class Engine:
     """Owns active runs, capacity, live attempts and the runners."""
 
-    def __init__(self, settings: Any, store: Store, instance: str) -> None:
+    def __init__(
+        self, settings: Any, store: Store, instance: str, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
+        # Every timer and time stamp goes through it, so tests can step time (FakeClock).
+        self.clock = clock or Clock()
         self.store = store
         self.instance = instance
         self.runners: dict[str, Runner] = {
@@ -192,7 +196,7 @@ class Engine:
         if errors:
             raise BadRequest("the run cannot be placed on this host", details=errors)
         ids = self.new_task_ids(t.name for t in plan.tasks)
-        at = now_ns()
+        at = self.clock.now_ns()
         run_id = await self.store.write(insert_run_and, plan, ids, at, also)
         run = RunNode(
             id=run_id, uuid=plan.uuid, kind=plan.kind, name=plan.name, state=RunState.QUEUED,
@@ -283,7 +287,7 @@ class Engine:
         run = await self.load(run_id)
         if run.state is RunState.SUCCEEDED:
             raise Conflict("the run succeeded; there is nothing to retry")
-        ch = q.Changes(now_ns())
+        ch = q.Changes(self.clock.now_ns())
         if run.kill_requested:
             run.kill_requested = False
             ch.run(run.id, kill_requested=0)
@@ -367,16 +371,15 @@ class Engine:
         ch.run(run.id, state=final, ended_at=ch.at)
 
     def _arm_retry(self, task: TaskNode) -> None:
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, (task.retry_at or 0) - now_ns()) / 1e9
-        task.timer = loop.call_later(delay, self._retry_due, task)
+        delay = max(0.0, (task.retry_at or 0) - self.clock.now_ns()) / 1e9
+        task.timer = self.clock.call_later(delay, self._retry_due, task)  # type: ignore[assignment]
 
     def _retry_due(self, task: TaskNode) -> None:
         task.timer = None
         if task.run.id in self._repairing:
             return  # the rebuilt run arms its own timer
         if task.state is TaskState.RETRY_WAIT and not self._closing:
-            ch = q.Changes(now_ns())
+            ch = q.Changes(self.clock.now_ns())
             self._set(task, TaskState.READY, ch, retry_at=None)
             self.spawn(self._commit_quietly(ch), "commit-retry")
             self._dispatch_soon()
@@ -435,11 +438,11 @@ class Engine:
 
     def _dispatch(self) -> None:
         self._dispatch_handle = None
-        ch = q.Changes(now_ns())
+        ch = q.Changes(self.clock.now_ns())
         starting: list[LiveAttempt] = []
         passed: list[TaskNode] = []
         reserved = None  # the job that waited too long: what others must leave room for
-        clock = asyncio.get_running_loop().time()
+        clock = self.clock.time()
         while self.ready and not self.capacity.full and len(passed) < 256:
             task = self.ready.popleft()
             if task.state is not TaskState.READY or task.live is not None:
@@ -570,7 +573,7 @@ class Engine:
             self.metrics.runner_errors.labels(runner.name).inc()
             return Outcome(AttemptState.START_FAILED, reason=str(exc))
         att.started = started
-        at = now_ns()
+        at = self.clock.now_ns()
         ch = q.Changes(at)
         ch.attempt(att.id, state=AttemptState.RUNNING, started_at=at,
                    container_id=started.container_id, pid=started.pid,
@@ -592,15 +595,14 @@ class Engine:
         started = att.started or Started()
         max_runtime = att.task.max_runtime
         if max_runtime and adopt.get("started_at"):
-            max_runtime = max(0.0, max_runtime - (now_ns() - adopt["started_at"]) / 1e9)
+            max_runtime = max(0.0, max_runtime - (self.clock.now_ns() - adopt["started_at"]) / 1e9)
         self._arm_deadline(att, max_runtime)
         return await runner.adopt(att.ctx, started, sink, adopt["seen"])
 
     def _arm_deadline(self, att: LiveAttempt, seconds: float | None) -> None:
         if seconds:
-            loop = asyncio.get_running_loop()
             reason = f"ran longer than its limit of {att.task.max_runtime:g} seconds"
-            att.deadline = loop.call_later(
+            att.deadline = self.clock.call_later(  # type: ignore[assignment]
                 seconds, self.stop_attempt, att, AttemptState.TIMED_OUT, reason
             )
 
@@ -651,7 +653,7 @@ class Engine:
         await sink.close()
         self.followers.wake(att.id)
 
-        now = now_ns()
+        now = self.clock.now_ns()
         self.capacity.give(task.job, att.cpuset)
         self.live.pop(att.uuid, None)
         att.task.live = None
@@ -713,7 +715,7 @@ class Engine:
             # An ended run stays here until its end is written: it is not killed by a late kill.
             return None
         self._check_writable(run_id)
-        ch = q.Changes(now_ns())
+        ch = q.Changes(self.clock.now_ns())
         if not run.kill_requested:
             run.kill_requested = True
             ch.run(run.id, kill_requested=1)
@@ -725,7 +727,7 @@ class Engine:
 
     async def kill_task(self, task: TaskNode, reason: str = "the task was killed") -> None:
         self._check_writable(task.run.id)
-        ch = q.Changes(now_ns())
+        ch = q.Changes(self.clock.now_ns())
         self._kill_task(task, reason, ch)
         await self._commit(ch)
 

@@ -69,6 +69,7 @@ class Store:
         self._flushing = False
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._reads = 0  # reads under way, so a drain knows the store is still busy
         self._identity: tuple[int, int] | None = None
         self.lost: str | None = None  # why writes stopped: the file was deleted or replaced
 
@@ -150,7 +151,16 @@ class Store:
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in one read transaction on a reader thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._run_read, fn, args)
+        self._reads += 1
+        try:
+            return await loop.run_in_executor(self._readers, self._run_read, fn, args)
+        finally:
+            self._reads -= 1
+
+    @property
+    def idle(self) -> bool:
+        """No read under way and no write queued or being committed."""
+        return not self._reads and not self._flushing and not self._pending
 
     # -- writes -----------------------------------------------------------------------------
 
