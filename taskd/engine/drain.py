@@ -30,7 +30,7 @@ async def settle(engine: Engine) -> None:
     """Let the loop run until every task waits on a timer, an event or a job.
 
     The store works on its own threads: while it reads or writes, the loop is not idle even
-    with no callback queued, so its work is waited for (briefly, in real time) as well.
+    with no callback queued, so its work is waited for as well.
     """
     loop = asyncio.get_running_loop()
     queued = getattr(loop, "_ready", None)  # the loop's callbacks due now (asyncio's own loop)
@@ -38,7 +38,7 @@ async def settle(engine: Engine) -> None:
     while turns < (2 if queued is not None else IDLE_TURNS):
         if not engine.store.idle:
             turns = 0
-            await asyncio.sleep(0.0001)  # the store's threads are working
+            await engine.store.until_idle()
             continue
         await asyncio.sleep(0)
         turns = 0 if queued else turns + 1

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from taskd.config import Settings
 from taskd.engine.clock import FakeClock
 from taskd.engine.core import Engine
-from taskd.engine.drain import drain
+from taskd.engine.drain import advance, drain
 from taskd.models import AttemptState, JobSpec, Outcome, RetryPolicy, RunKind, TaskTemplate
 from taskd.runners.base import (
     AttemptContext,
@@ -111,7 +111,9 @@ class FakeRunner(Runner):
         if played.job.forever:
             await played.killed.wait()
         else:
-            await self.clock.wait(played.killed, played.job.duration)
+            # Adopted after a restart, it runs only what is left of its duration.
+            left = played.started_at + played.job.duration - self.clock.time()
+            await self.clock.wait(played.killed, max(0.0, left))
         played.ended_at = self.clock.time()
         del self.running[ctx.attempt_uuid]
         code = KILLED_EXIT if played.killed.is_set() else played.job.exit_code
@@ -202,6 +204,9 @@ class World:
 
     async def drain(self, **kw) -> None:
         await drain(self.engine, **kw)
+
+    async def advance(self, seconds: float) -> None:
+        await advance(self.engine, seconds)
 
     async def rows(self, sql: str, *args) -> list[dict]:
         return await self.store.read(lambda db: [dict(r) for r in db.execute(sql, args)])
