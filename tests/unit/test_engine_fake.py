@@ -7,16 +7,24 @@ The fake clock starts at monotonic 1000.0, at MONDAY on the wall.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from taskd.errors import BadRequest
 from taskd.models import TaskTemplate
 from taskd.store import output as output_q
-from tests.unit.fakes import MONDAY, Job, World, job, task
+from tests.unit.fakes import MONDAY, Job, World, job, memory_dir, task
 
 T0 = 1000.0
 NS = 1_000_000_000
 WALL0 = int(MONDAY.timestamp()) * NS
+
+
+@pytest.fixture
+def settings(settings, tmp_path):
+    with memory_dir(tmp_path) as d:
+        yield dataclasses.replace(settings, db=d / "taskd.db")
 
 
 @pytest.fixture
