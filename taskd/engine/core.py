@@ -118,7 +118,7 @@ class Engine:
         self._next_task_id = await self.store.read(q.max_task_id)
         await recover(self)
         self._dispatch_soon()
-        retention = Retention(self.settings, self.store, lambda: set(self.runs))
+        retention = Retention(self.settings, self.store, lambda: set(self.runs), self.clock.now_ns)
         self.supervisor.spawn("retention", retention.loop)
 
     async def stop(self) -> None:
