@@ -496,7 +496,7 @@ class Engine:
             cpuset=cpuset,
         )  # fmt: skip
         att = LiveAttempt(id=0, uuid=attempt_uuid, task=task, number=number, ctx=ctx,
-                          cpuset=cpuset)  # fmt: skip
+                          cpuset=cpuset, created_ns=ch.at)  # fmt: skip
         task.live = att
         self.live[attempt_uuid] = att
         self._set(task, TaskState.RUNNING, ch, attempts=number)
