@@ -83,6 +83,9 @@ async def test_a_continuous_schedule_goes_on_after_its_slot_was_taken(settings):
         await services.close()
 
 
+# On the wall clock it takes seconds; tests/unit/test_scheduler_fake.py steps the same clock
+# deterministically in milliseconds, so here it runs with the slow tests.
+@pytest.mark.slow
 async def test_a_clock_stepped_back_and_corrected_does_not_stop_firing(services):
     step = [timedelta(0)]
 

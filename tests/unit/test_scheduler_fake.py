@@ -346,3 +346,9 @@ async def test_a_wall_clock_stepped_back_an_hour_does_not_stop_the_schedule(make
     runs = await s.runs("tick")
     # Planned again from the new now (08:02, when the loop looked): 08:03 is the next slot.
     assert [r["slot"] for r in runs] == [ns(utc(2026, 1, 5, 9, 1)), ns(utc(2026, 1, 5, 8, 3))]
+    s.clock.step_wall(3600)  # put right: 09:03:00
+    await advance(s.world.engine, 61)
+    runs = await s.runs("tick")
+    assert [r["slot"] for r in runs][2:] == [ns(utc(2026, 1, 5, 9, 3)), ns(utc(2026, 1, 5, 9, 4))]
+    fired = await s.slots("tick", "fired")
+    assert len(fired) == len(set(fired)) == len(runs)  # no slot fired twice
