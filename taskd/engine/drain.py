@@ -36,12 +36,11 @@ async def settle(engine: Engine) -> None:
     queued = getattr(loop, "_ready", None)  # the loop's callbacks due now (asyncio's own loop)
     turns = 0
     while turns < (2 if queued is not None else IDLE_TURNS):
-        if not engine.store.idle:
-            turns = 0
+        busy = not engine.store.idle
+        if busy:
             await engine.store.until_idle()
-            continue
         await asyncio.sleep(0)
-        turns = 0 if queued else turns + 1
+        turns = 0 if busy or queued else turns + 1
 
 
 def has_work(engine: Engine) -> bool:

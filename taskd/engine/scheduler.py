@@ -208,8 +208,8 @@ class Scheduler:
         if missed:
             log.warning("missed schedule slots", definition=entry.name, count=len(missed),
                         first=missed[0].isoformat(), last=missed[-1].isoformat())  # fmt: skip
-            await self.store.write(dq.record_slots, entry.name, [(to_ns(s), "missed")
-                                   for s in missed], self.clock.now_ns())  # fmt: skip
+            slots = [(to_ns(s), "missed") for s in missed]
+            await self.store.write(dq.record_slots, entry.name, slots, self.clock.now_ns())
         for slot in fire:
             await self._slot(entry, slot)
 
