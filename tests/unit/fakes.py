@@ -246,3 +246,8 @@ def memory_dir(fallback: Path) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(dir=shm, prefix="taskd-test-") as d:
         yield Path(d)
+
+
+def starts(world: World, name: str) -> list[float]:
+    """When the fake runner started each attempt of a task (monotonic fake seconds)."""
+    return [p.started_at for p in world.runner.of(name)]

@@ -7,7 +7,6 @@ runner's, with scripted durations in fake seconds.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +17,7 @@ from taskd import definitions as defs
 from taskd.engine.drain import advance, advance_to, settle
 from taskd.engine.scheduler import Scheduler, to_ns
 from taskd.store import definitions as dq
-from tests.unit.fakes import Job, World, memory_dir
+from tests.unit.fakes import Job, World
 
 EVERY_MINUTE = {"cron_schedule": {"minutes": "*", "hours": "*", "day_of_month": "*",
                                   "month": "*", "day_of_week": "?"}}  # fmt: skip
@@ -107,12 +106,6 @@ async def open_sched(settings, start: datetime) -> Sched:
     s = Sched(await World(settings, start).open(shutdown_grace=0.0))
     await s.start()
     return s
-
-
-@pytest.fixture
-def settings(settings, tmp_path):
-    with memory_dir(tmp_path) as d:
-        yield dataclasses.replace(settings, db=d / "taskd.db")
 
 
 @pytest.fixture
