@@ -16,7 +16,7 @@ from taskd.engine.clock import FakeClock
 from taskd.models import TaskState
 
 if TYPE_CHECKING:
-    from taskd.engine.core import Engine
+    from taskd.engine.engine import Engine
 
 # Without a view of the loop's queue of callbacks, this many idle turns in a row count as idle.
 IDLE_TURNS = 20

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from taskd.config import Settings
 from taskd.engine.clock import FakeClock
-from taskd.engine.core import Engine
 from taskd.engine.drain import advance, drain
+from taskd.engine.engine import Engine
 from taskd.models import AttemptState, JobSpec, Outcome, RetryPolicy, RunKind, TaskTemplate
 from taskd.runners.base import (
     AttemptContext,

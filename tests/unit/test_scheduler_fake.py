@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from taskd import definitions as defs
 from taskd.engine.drain import advance, advance_to, settle
-from taskd.engine.scheduler import Scheduler, to_ns
-from taskd.store import definitions as dq
+from taskd.processes import definitions as defs
+from taskd.processes import store as dq
+from taskd.processes.scheduler import Scheduler, to_ns
 from tests.unit.fakes import Job, World
 
 EVERY_MINUTE = {"cron_schedule": {"minutes": "*", "hours": "*", "day_of_month": "*",
