@@ -19,6 +19,7 @@ import structlog
 
 from taskd.engine.attempts import Attempts
 from taskd.engine.capacity import Capacity
+from taskd.engine.clock import Clock
 from taskd.engine.commands import Commands
 from taskd.engine.graph import LiveAttempt, RunNode, TaskNode, link, run_from_row, task_from_row
 from taskd.engine.repair import Ended, repair
@@ -33,7 +34,6 @@ from taskd.models import (
     TaskState,
     TaskTemplate,
     check_transition,
-    now_ns,
     readiness,
     run_result,
 )
@@ -57,8 +57,12 @@ FAIR_WAIT = 30.0
 class Engine(Attempts, Commands):
     """Owns active runs, capacity, live attempts and the runners."""
 
-    def __init__(self, settings: Any, store: Store, instance: str) -> None:
+    def __init__(
+        self, settings: Any, store: Store, instance: str, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
+        # Every timer and time stamp goes through it, so tests can step time (FakeClock).
+        self.clock = clock or Clock()
         self.store = store
         self.instance = instance
         self.runners: dict[str, Runner] = {
@@ -106,7 +110,7 @@ class Engine(Attempts, Commands):
         self._next_task_id = await self.store.read(q.max_task_id)
         await recover(self)
         self._dispatch_soon()
-        retention = Retention(self.settings, self.store, lambda: set(self.runs))
+        retention = Retention(self.settings, self.store, lambda: set(self.runs), self.clock.now_ns)
         self.supervisor.spawn("retention", retention.loop)
 
     async def stop(self) -> None:
@@ -184,7 +188,7 @@ class Engine(Attempts, Commands):
         if errors:
             raise BadRequest("the run cannot be placed on this host", details=errors)
         ids = self.new_task_ids(t.name for t in plan.tasks)
-        at = now_ns()
+        at = self.clock.now_ns()
         run_id = await self.store.write(insert_run_and, plan, ids, at, also)
         run = RunNode(
             id=run_id, uuid=plan.uuid, kind=plan.kind, name=plan.name, state=RunState.QUEUED,
@@ -294,16 +298,15 @@ class Engine(Attempts, Commands):
         ch.run(run.id, state=final, ended_at=ch.at)
 
     def _arm_retry(self, task: TaskNode) -> None:
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, (task.retry_at or 0) - now_ns()) / 1e9
-        task.timer = loop.call_later(delay, self._retry_due, task)
+        delay = max(0.0, (task.retry_at or 0) - self.clock.now_ns()) / 1e9
+        task.timer = self.clock.call_later(delay, self._retry_due, task)  # type: ignore[assignment]
 
     def _retry_due(self, task: TaskNode) -> None:
         task.timer = None
         if task.run.id in self._repairing:
             return  # the rebuilt run arms its own timer
         if task.state is TaskState.RETRY_WAIT and not self._closing:
-            ch = q.Changes(now_ns())
+            ch = q.Changes(self.clock.now_ns())
             self._set(task, TaskState.READY, ch, retry_at=None)
             self.spawn(self._commit_quietly(ch), "commit-retry")
             self._dispatch_soon()
