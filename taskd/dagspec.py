@@ -25,7 +25,13 @@ import orjson
 
 from taskd.dag import find_cycle
 from taskd.errors import BadRequest
-from taskd.models import JobSpec, RetryPolicy, TaskTemplate
+from taskd.models import (
+    CONTAINER_RUNNERS,
+    JobSpec,
+    RetryPolicy,
+    TaskTemplate,
+    default_container_runner,
+)
 from taskd.validate import type_name
 
 PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
@@ -41,7 +47,8 @@ SPEC_KEYS = frozenset({"tag", "parameters", "tasks"})
 TASK_KEYS = frozenset(
     {"job", "maxRetries", "retryIntervalSeconds", "parents", "children", "isGenerator"}
 )
-JOB_KEYS = frozenset({"command", "environment", "cores", "memoryMB", "timeoutSeconds", "image"})
+JOB_KEYS = frozenset({"command", "environment", "cores", "memoryMB", "timeoutSeconds", "image",
+                      "runner", "constraints"})  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -62,6 +69,8 @@ class TaskDef:
     parents: list[str] | tuple[()]  # as given; () when absent (no allocation per task)
     children: list[str] | tuple[()]
     templated: bool = False  # command or environment has a {{...}} placeholder
+    runner: str | None = None  # a container runner named by the job (else the default)
+    constraints: tuple[str, ...] = ()  # swarm placement constraints
 
 
 @dataclass(slots=True)
@@ -264,6 +273,18 @@ def parse_job(raw: Any, task: str, errors: list[str], d: TaskDef) -> None:
         errors.append(f"{where}.image must be a non-empty string")
         image = None
     d.image = image
+    if (runner := get("runner")) is not None:
+        if runner not in CONTAINER_RUNNERS:
+            errors.append(f"{where}.runner must be one of {', '.join(CONTAINER_RUNNERS)}")
+        elif image is None:
+            errors.append(f"{where}.runner needs an image: only container jobs have a runner")
+        else:
+            d.runner = runner
+    if (constraints := get("constraints")) is not None:
+        if not isinstance(constraints, list) or not all(map(isinstance, constraints, repeat(str))):
+            errors.append(f"{where}.constraints must be an array of strings")
+        else:
+            d.constraints = tuple(constraints)
     d.job = raw  # as given; readers add Daggy's default "environment": []
 
 
@@ -474,11 +495,11 @@ def build(
     """Add the templates of one defined task: one per combination of its parameters' values."""
     retry = retry_policy(d.max_retries, d.retry_interval)
     image = with_tag(d.image) if d.image else None
-    runner = "docker" if image else "local"
+    runner = (d.runner or default_container_runner()) if image else "local"
     cpus = float(d.cpus)
     if not uses:  # the common case, kept cheap for DAGs of many distinct tasks
         job = JobSpec(runner, tuple(d.command), image, None, env_pairs(d.environment), cpus,
-                      d.memory_mb)  # fmt: skip
+                      d.memory_mb, constraints=d.constraints)  # fmt: skip
         out.append(template(d, d.name, job, retry, parents, d.job))
         return
     index = {p: i for i, p in enumerate(uses)}
@@ -488,7 +509,8 @@ def build(
     for name, combo in zip(names, combos, strict=True):
         argv = [c.format(*combo) for c in command]
         env = [c.format(*combo) for c in environment]
-        job = JobSpec(runner, tuple(argv), image, None, env_pairs(env), cpus, d.memory_mb)
+        job = JobSpec(runner, tuple(argv), image, None, env_pairs(env), cpus, d.memory_mb,
+                      constraints=d.constraints)  # fmt: skip
         echo = {**d.job, "command": argv, "environment": env}
         out.append(template(d, name, job, retry, list(parents), echo))
 
