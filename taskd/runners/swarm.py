@@ -1,6 +1,12 @@
-"""The Swarm backend: every attempt is one Docker Swarm service in ``replicated-job`` mode.
+"""The Swarm backend: every attempt is one Docker Swarm service that runs its job once.
 
-The service runs one replica once (no restart) wherever Swarm places it. It carries the same
+The service runs one replica once (restart condition ``none``) wherever Swarm places it. It is
+a ``replicated`` service of one replica rather than a ``replicated-job``: on the engines taskd
+was tried with (20.10), removing a replicated-job service neither stops its running task nor
+removes its task's container, and finished job tasks leave their containers behind for good
+(moby issue 42789), which would break both kill and "nothing left behind". A one-replica
+service that never restarts runs the job exactly as a job would, and its removal does stop and
+remove its container. It carries the same
 labels as a docker container (``taskd.instance``, ``taskd.attempt``...), so a restarted taskd
 finds its services again (``adopt``) and removes the ones it does not know (``sweep``).
 Every service is removed once its output and exit code are stored, or when taskd kills it
@@ -230,7 +236,7 @@ class SwarmRunner(Runner):
                 "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
                 "Placement": placement,
             },
-            "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
+            "Mode": {"Replicated": {"Replicas": 1}},
         }
 
     # -- wait / adopt ------------------------------------------------------------------

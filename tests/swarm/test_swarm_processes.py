@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.docker.test_processes_docker import docker_task, one_process, put_and_trigger
+from tests.docker.test_processes_docker import containers, docker_task, one_process, put_and_trigger
 from tests.integration.sundial import wait_for
 from tests.swarm.conftest import instance_of, services
 
@@ -16,10 +16,12 @@ pytestmark = pytest.mark.swarm
 
 
 async def no_services(instance: str) -> None:
-    """Services go right after their outcome is stored; allow that a moment."""
+    """Services (and their containers) go right after the outcome is stored; allow a moment."""
 
     async def gone():
-        return not await asyncio.to_thread(services, instance)
+        return not await asyncio.to_thread(services, instance) and not await asyncio.to_thread(
+            containers, instance
+        )
 
     await wait_for(gone, within=15)
 
