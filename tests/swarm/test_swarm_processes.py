@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from datetime import datetime
 
 import pytest
 
+from tests.docker.test_bridge_and_readoption import drove_final
+from tests.docker.test_containertasks import OPS, task_spec
 from tests.docker.test_processes_docker import containers, docker_task, one_process, put_and_trigger
 from tests.integration.sundial import wait_for
 from tests.swarm.conftest import instance_of, services
@@ -103,4 +106,20 @@ async def test_max_runtime_removes_an_overrunning_service(swarm_server, swarm_re
     proc = await one_process(swarm_server, "slow", within=40)
     [task] = proc["task"]
     assert task["attempt_state"] == "timed_out" and task["status"] == "failed"
+    await no_services(instance_of(swarm_server))
+
+
+async def test_container_tasks_run_on_the_swarm_by_default(swarm_server, swarm_ready):
+    # --container-runner swarm: a Drove task, which names no runner, runs as a service.
+    spec = task_spec("ONSWARM", "echo drove on swarm; exit 0", cpus=1, image=swarm_ready)
+    status, body = await swarm_server.request("POST", OPS, json=spec)
+    assert status == 200, body
+    final = await drove_final(swarm_server, "ONSWARM", within=60)
+    assert final["taskResult"] == {"status": "SUCCESSFUL", "exitCode": 0}
+    _, out = await swarm_server.request(
+        "GET", "/apis/v1/logfiles/tasks/TEST_APP/ONSWARM/download/output.log"
+    )
+    assert out == "drove on swarm\n"
+    with sqlite3.connect(swarm_server.db) as db:
+        assert db.execute("SELECT runner FROM attempts").fetchall() == [("swarm",)]
     await no_services(instance_of(swarm_server))
