@@ -90,6 +90,7 @@ class SwarmRunner(Runner):
         self.nodes = NodeWatch(self.pool, self._query_json, self._events)
         self.tasks = TaskWatch(self._query_json)
         self._stopping: set[str] = set()  # services taskd itself is removing
+        self._warned = False
 
     @property
     def available(self) -> bool:
@@ -166,6 +167,10 @@ class SwarmRunner(Runner):
         if not self.pool.known and not await self.nodes.refresh():
             raise StartFailed(self.pool.why_unknown)
         self.nodes.start()
+        if self.pool.nodes > 1 and not self.settings.public_url and not self._warned:
+            self._warned = True
+            log.warning("the swarm has several nodes and --public-url is not set: jobs on "
+                        "other nodes cannot call taskd back")  # fmt: skip
         try:
             url = await self.callbacks.url_for(self._client(), "bridge")
             spec = self.service_spec(ctx, url)
