@@ -23,6 +23,7 @@ log = structlog.get_logger("taskd.swarm")
 
 # Between two reconnects of the event stream (a manager restarting, the engine away).
 RECONNECT_DELAY = 5.0
+REFRESH_TIMEOUT = 10.0
 
 
 def _no_pins(job: JobSpec) -> JobSpec:
@@ -100,7 +101,9 @@ class NodeWatch:
     async def refresh(self) -> bool:
         """Read the node list now; False (with the reason kept) when it cannot be read."""
         try:
-            nodes = await self._query("nodes")
+            # Bounded: taskd's start waits for this, and a stuck engine must not hold it up.
+            async with asyncio.timeout(REFRESH_TIMEOUT):
+                nodes = await self._query("nodes")
         except Exception as exc:
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             self.pool.known = False
