@@ -75,3 +75,31 @@ async def test_sigkill_while_swarm_jobs_run_then_restart(swarm_server, swarm_rea
     assert attempt_states(srv.db) == [("a", 1, "exited"), ("b", 1, "exited"), ("c", 1, "exited")]
     await no_services(instance)
     assert proc["process_id"]
+
+
+async def test_a_job_swarm_moves_is_a_new_attempt_and_the_old_one_is_fenced(
+    swarm_server, swarm_ready
+):
+    srv = swarm_server
+    doc = {"process_definition_name": "moved", "task_definitions": [
+        docker_task("mover", "echo attempt $TASKD_ATTEMPT; sleep 4; echo done", swarm_ready),
+    ]}  # fmt: skip
+    await put_and_trigger(srv, doc)
+    instance = instance_of(srv)
+
+    async def one_service():
+        found = await asyncio.to_thread(services, instance)
+        return found[0] if len(found) == 1 else None
+
+    first = await wait_for(one_service, within=30)
+    await asyncio.sleep(1)
+    # Swarm replaces the service's task with a new one, as it does when a node goes away.
+    subprocess.run(["docker", "service", "update", "--force", "--detach", first],
+                   capture_output=True, timeout=60, check=True)  # fmt: skip
+    proc = await one_process(srv, "moved", within=60)
+    assert proc["status"] == "succeeded"
+    assert attempt_states(srv.db) == [("mover", 1, "lost"), ("mover", 2, "exited")]
+    last = max(proc["task"], key=lambda t: t["start_time"])
+    assert await logs(srv, last["task_id"], "stdout") == "attempt 2\ndone\n"
+    assert first not in await asyncio.to_thread(services, instance)
+    await no_services(instance)
