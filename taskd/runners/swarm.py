@@ -173,6 +173,13 @@ class SwarmRunner(Runner):
                         "other nodes cannot call taskd back")  # fmt: skip
         try:
             url = await self.callbacks.url_for(self._client(), "bridge")
+        except _API_ERRORS as exc:
+            if await self._outage(exc):
+                raise EngineUnavailable(
+                    f"the Docker engine is unreachable: {_describe(exc)}"
+                ) from exc
+            url = None  # no bridge network here: TASKD_URL stays as configured
+        try:
             spec = self.service_spec(ctx, url)
             # Sent as it is: the engine then asks no registry for the image's digest, and a
             # local image runs on a node that has it.
@@ -307,9 +314,8 @@ class SwarmRunner(Runner):
                     break
                 if state in WAITING and asyncio.get_running_loop().time() > deadline:
                     await self._remove(service)
-                    why = (task or {}).get("Status", {}).get("Err") or (task or {}).get(
-                        "Status", {}
-                    ).get("Message", "")
+                    status = (task or {}).get("Status", {})
+                    why = status.get("Err") or status.get("Message", "")
                     return Outcome(
                         AttemptState.START_FAILED,
                         reason=f"no swarm node ran the job within "

@@ -123,3 +123,19 @@ async def test_container_tasks_run_on_the_swarm_by_default(swarm_server, swarm_r
     with sqlite3.connect(swarm_server.db) as db:
         assert db.execute("SELECT runner FROM attempts").fetchall() == [("swarm",)]
     await no_services(instance_of(swarm_server))
+
+
+async def test_a_swarm_job_reports_through_its_own_callbacks(swarm_server, swarm_ready):
+    # taskd listens on loopback only: the job reaches it at the bridge's gateway.
+    script = r"""
+    wget -q -O- --header "Authorization: Bearer $TASKD_TASK_TOKEN" --post-data '' \
+      "$TASKD_URL/api/tasks/$TASKD_TASK_ID/succeed" && echo succeed-ok
+    """
+    doc = {"process_definition_name": "explicit", "task_definitions": [
+        docker_task("reporter", script, swarm_ready, require_explicit_success=True),
+    ]}  # fmt: skip
+    await put_and_trigger(swarm_server, doc)
+    proc = await one_process(swarm_server, "explicit", within=60)
+    [task] = proc["task"]
+    assert await logs(swarm_server, task["task_id"], "stdout") == "succeed-ok\n"
+    assert task["status"] == "succeeded", task  # exit 0 and an explicit success report
