@@ -53,6 +53,8 @@ _LONG_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 _PING_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=5)
 # When a job gives no pull timeout: how long its task may wait for a node and its image.
 DEFAULT_SCHEDULE_TIMEOUT = 300.0
+# A stopped task reports its end within its grace period, plus this; or its service goes.
+STOP_SLACK = 10.0
 
 # Task states before the container runs, and those a task never leaves.
 WAITING = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready"})
@@ -89,7 +91,8 @@ class SwarmRunner(Runner):
         self.pool = SwarmCapacity(settings.max_parallel)
         self.nodes = NodeWatch(self.pool, self._query_json, self._events)
         self.tasks = TaskWatch(self._query_json)
-        self._stopping: set[str] = set()  # services taskd itself is removing
+        # Services taskd is stopping -> by when (loop time) their task must have ended.
+        self._stopping: dict[str, float] = {}
         self._warned = False
 
     @property
@@ -296,11 +299,14 @@ class SwarmRunner(Runner):
         try:
             while True:
                 tasks = await self._retrying(lambda: self.tasks.of(service))
-                if tasks is None or service in self._stopping:
-                    # Removed (by a kill, or by someone else): what it printed is gone with it.
-                    why = "swarm service removed" if tasks is None else "swarm service stopped"
-                    return _lost(why, blameless=adopted and service not in self._stopping)
-                if len(tasks) > 1:
+                stop_by = self._stopping.get(service)
+                if tasks is None:
+                    # Removed by someone else: what it printed is gone with it.
+                    return _lost("swarm service removed", blameless=adopted and stop_by is None)
+                if stop_by is not None and asyncio.get_running_loop().time() > stop_by:
+                    await self._remove(service)
+                    return _lost("swarm service did not stop in time; removed")
+                if len(tasks) > 1 and stop_by is None:
                     # Swarm moved the job elsewhere: a new attempt runs it, this one is fenced.
                     await self._remove(service)
                     return _lost("Swarm rescheduled the job onto another node", blameless=True)
@@ -351,26 +357,47 @@ class SwarmRunner(Runner):
         err = status.get("Err") or status.get("Message") or state
         if state == "rejected" or (state == "failed" and code is None):
             return Outcome(AttemptState.START_FAILED, reason=f"swarm rejected the job: {err}")
-        # shutdown, orphaned, remove: the node or the manager ended it, not the job.
-        return _lost(f"the swarm task ended as {state}: {err}", blameless=True)
+        # shutdown, orphaned, remove: taskd, the node or the manager ended it, not the job.
+        return Outcome(AttemptState.LOST, exit_code=code, blameless=True,
+                       reason=f"the swarm task ended as {state}: {err}")  # fmt: skip
 
     # -- kill / cleanup / sweep --------------------------------------------------------
 
     async def kill(self, ctx: AttemptContext, started: Started, grace: float) -> None:
-        """Remove the service: its container gets the stop signal, then a hard kill."""
+        """Stop the job: SIGTERM, SIGKILL after ``grace`` seconds; the service goes after.
+
+        The service is scaled to no replica rather than removed at once, so that what the
+        job prints while it stops can still be read; its removal follows as soon as the
+        outcome is stored (or at once if it cannot be scaled).
+        """
         service = started.container_id or await self._retrying(lambda: self._find(ctx))
         if service is None:
             return
-        self._stopping.add(service)
+        self._stopping[service] = asyncio.get_running_loop().time() + grace + STOP_SLACK
+        try:
+            await self._retrying(lambda: self._scale_to_zero(service, grace))
+        except aiodocker.DockerError as exc:
+            log.warning("cannot stop swarm service; removing it", service=service,
+                        error=_describe(exc))  # fmt: skip
+            await self._retrying(lambda: self._remove(service))
         self.tasks.poke(service)
-        await self._retrying(lambda: self._remove(service))
+
+    async def _scale_to_zero(self, service: str, grace: float) -> None:
+        info = await self._query_json(f"services/{service}")
+        spec = info["Spec"]
+        spec["Mode"] = {"Replicated": {"Replicas": 0}}
+        spec["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"] = int(max(0.0, grace) * 1e9)
+        await self._query_json(
+            f"services/{service}/update", "POST",
+            params={"version": str(info["Version"]["Index"])}, data=json.dumps(spec),
+        )  # fmt: skip
 
     async def cleanup(self, ctx: AttemptContext, started: Started) -> None:
         """Remove the service once its outcome is stored; a gone service is fine."""
         service = started.container_id or await self._retrying(lambda: self._find(ctx))
         if service is not None:
             await self._retrying(lambda: self._remove(service))
-            self._stopping.discard(service)
+            self._stopping.pop(service, None)
 
     async def sweep(self, instance: str, known: set[str]) -> list[str]:
         """Remove this instance's services whose attempt is not in ``known``."""

@@ -73,7 +73,8 @@ async def test_a_failing_swarm_task_is_retried_with_backoff(swarm_server, swarm_
 
 async def test_kill_removes_the_service_within_seconds(swarm_server, swarm_ready):
     doc = {"process_definition_name": "long", "task_definitions": [
-        docker_task("sleeper", "echo started; sleep 120", swarm_ready),
+        docker_task("sleeper", "trap 'echo got TERM; exit 143' TERM; echo started; "
+                    "sleep 120 & wait", swarm_ready),
     ]}  # fmt: skip
     await put_and_trigger(swarm_server, doc)
     instance = instance_of(swarm_server)
@@ -93,7 +94,10 @@ async def test_kill_removes_the_service_within_seconds(swarm_server, swarm_ready
     status, _ = await swarm_server.request("POST", f"/api/processes/{proc['process_id']}/kill")
     assert status == 204
     proc = await one_process(swarm_server, "long", within=20)
-    assert proc["task"][0]["attempt_state"] == "killed"
+    [task] = proc["task"]
+    assert task["attempt_state"] == "killed"
+    # What it printed while it stopped is kept too.
+    assert await logs(swarm_server, task["task_id"], "stdout") == "started\ngot TERM\n"
     await no_services(instance)
     assert time.monotonic() - t0 < 15
 
