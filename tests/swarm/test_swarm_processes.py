@@ -84,6 +84,8 @@ async def test_kill_removes_the_service_within_seconds(swarm_server, swarm_ready
         _, found = await swarm_server.request(
             "GET", "/api/processes/", params={"process_definition_name": "long"}
         )
+        if not found or not found[0]["task"]:
+            return False
         task = found[0]["task"][0]
         return task.get("task_id") and "started" in await logs(
             swarm_server, task["task_id"], "stdout"
