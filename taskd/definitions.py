@@ -121,8 +121,7 @@ def parse_executable(kind: str, exe: Doc) -> dict[str, Any]:
     }
     runner = exe.str("runner", None, nonempty=True)
     if runner is not None and runner not in CONTAINER_RUNNERS:
-        problems = exe.problems
-        problems.add(f"{exe.where('runner')} must be one of {', '.join(CONTAINER_RUNNERS)}")
+        exe.problems.add(f"{exe.where('runner')} must be one of {', '.join(CONTAINER_RUNNERS)}")
     elif runner is not None:
         out["runner"] = runner
     for key in ("constraints", "placement_preferences"):
