@@ -212,7 +212,7 @@ class Engine:
         self._maybe_finish(run, ch)
         if ch:
             # The run itself is stored: a failed end is mended by the repair, not the caller.
-            with contextlib.suppress(TaskdError):
+            with contextlib.suppress(Exception):
                 await self._commit(ch)
         self._dispatch_soon()
         return run
@@ -406,7 +406,7 @@ class Engine:
         return ids
 
     async def _commit_quietly(self, ch: q.Changes) -> None:
-        with contextlib.suppress(TaskdError):  # logged, and mended by the repair
+        with contextlib.suppress(Exception):  # logged, and mended by the repair
             await self._commit(ch)
 
     def _committed(self, ch: q.Changes) -> None:
@@ -518,7 +518,7 @@ class Engine:
     async def _launch(self, ch: q.Changes, starting: list[LiveAttempt]) -> None:
         try:
             ids = await self._commit(ch)
-        except TaskdError:
+        except Exception:
             # Never written, so never started: give back what they held; the repair of their
             # runs queues the tasks again.
             for att in starting:
@@ -585,7 +585,7 @@ class Engine:
                    pid_start=started.pid_start, host=started.host)  # fmt: skip
         try:
             await self._commit(ch)
-        except TaskdError as exc:
+        except Exception as exc:
             # The job runs all the same; what was not written goes in with its end.
             log.warning("could not record an attempt's start", attempt=att.uuid, error=str(exc))
             att.unwritten = ch.attempts[att.id]
@@ -679,7 +679,7 @@ class Engine:
         self._decide(att, ended, ch)
         try:
             await self._commit(ch)
-        except TaskdError:
+        except Exception:
             return
         self._ended.pop(att.uuid, None)
         self._dispatch_soon()
