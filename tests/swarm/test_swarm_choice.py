@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.integration.sundial import H, definition
+from tests.processes.sundial import H, definition
 
 
 def image_task(name: str, **more) -> dict:

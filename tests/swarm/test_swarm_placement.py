@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 
-from taskd.api.keys import SERVICES
 from taskd.config import Settings
+from taskd.http.keys import SERVICES
 from taskd.models import AttemptState, JobSpec
 from taskd.runners.base import AttemptContext
 from taskd.runners.swarm import SwarmRunner
-from tests.integration.test_dagruns import Api, job
+from tests.dagruns.test_dagruns import Api, job
 from tests.swarm.conftest import remove_services, services
 
 pytestmark = pytest.mark.swarm

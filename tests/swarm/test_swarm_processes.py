@@ -12,7 +12,7 @@ import pytest
 from tests.docker.test_bridge_and_readoption import drove_final
 from tests.docker.test_containertasks import OPS, task_spec
 from tests.docker.test_processes_docker import containers, docker_task, one_process, put_and_trigger
-from tests.integration.sundial import wait_for
+from tests.processes.sundial import wait_for
 from tests.swarm.conftest import instance_of, services
 
 pytestmark = pytest.mark.swarm

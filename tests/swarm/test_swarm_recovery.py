@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from tests.docker.test_processes_docker import docker_task, one_process, put_and_trigger
-from tests.integration.sundial import wait_for
+from tests.processes.sundial import wait_for
 from tests.swarm.conftest import instance_of, services
 from tests.swarm.test_swarm_processes import logs, no_services
 
