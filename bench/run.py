@@ -34,6 +34,7 @@ BENCHMARKS = {
     "local": ("bench.local_tasks", "run"),
     "latency": ("bench.latency", "run"),
     "docker": ("bench.docker_tasks", "run"),
+    "swarm": ("bench.swarm_tasks", "run"),
     "cron": ("bench.cron", "run"),
     "scale": ("bench.scale", "run"),
     "dag": ("bench.external", "dag"),

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from taskd.engine.attempts import Attempts
-from taskd.engine.capacity import Capacity
+from taskd.engine.capacity import Pools
 from taskd.engine.clock import Clock
 from taskd.engine.commands import Commands
 from taskd.engine.graph import LiveAttempt, RunNode, TaskNode, link, run_from_row, task_from_row
@@ -36,6 +36,7 @@ from taskd.models import (
     check_transition,
     readiness,
     run_result,
+    set_default_container_runner,
 )
 from taskd.output import Followers
 from taskd.runners.base import RUNNERS, Runner
@@ -68,7 +69,11 @@ class Engine(Attempts, Commands):
         self.runners: dict[str, Runner] = {
             name: cls(settings, instance) for name, cls in RUNNERS.items()
         }
-        self.capacity = Capacity(settings.max_parallel, settings.cpus, settings.memory_mb)
+        set_default_container_runner(getattr(settings, "container_runner", "docker"))
+        self.capacity = Pools(settings.max_parallel, settings.cpus, settings.memory_mb)
+        for name, runner in self.runners.items():
+            if (pool := getattr(runner, "pool", None)) is not None:
+                self.capacity.pools[name] = pool  # jobs it runs elsewhere count there
         self.metrics = Metrics()
         self.supervisor = Supervisor(self.metrics.registry)
         self.followers = Followers()
@@ -108,6 +113,9 @@ class Engine(Attempts, Commands):
         from taskd.engine.recovery import recover
 
         self._next_task_id = await self.store.read(q.max_task_id)
+        for runner in self.runners.values():
+            if (open_ := getattr(runner, "open", None)) is not None:
+                await open_(self._dispatch_soon)  # e.g. read the swarm's nodes
         await recover(self)
         self._dispatch_soon()
         retention = Retention(self.settings, self.store, lambda: set(self.runs), self.clock.now_ns)
