@@ -50,6 +50,9 @@ def create_app(settings: Settings, lock: DatabaseLock | None = None) -> web.Appl
     from taskd.api import callbacks  # containers' callback listener, started on demand
 
     callbacks.setup(app)
+    from taskd.web import setup as dashboard  # the web dashboard at /
+
+    dashboard(app)
     return app
 
 
