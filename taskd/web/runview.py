@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import orjson
@@ -132,6 +131,17 @@ async def retry(request: web.Request) -> web.Response:
 # -- logs --------------------------------------------------------------------------------------
 
 
+async def either(woken: asyncio.Event, changes: asyncio.Queue[Any]) -> bool:
+    """Wait for new output or a change of the run; False after SSE_IDLE seconds of neither."""
+    waiters = [asyncio.ensure_future(woken.wait()), asyncio.ensure_future(changes.get())]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=SSE_IDLE, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+    return bool(done)
+
+
 def chunk_html(chunks: list[tuple[int, str, int, bytes]]) -> str:
     return "".join(
         f'<span class="s-{stream}">{words.ansi_html(data.decode("utf-8", "replace"))}</span>'
@@ -163,25 +173,26 @@ async def log_events(request: web.Request) -> web.StreamResponse:
     after = int(raw)
     followers = svc.engine.followers
     resp = await sse_start(request)
-    while True:
-        woken = followers.event(att["id"])  # taken before reading: no flush is missed
-        try:
-            chunks, running = await svc.store.read(wq.output_after, att["id"], after)
-            if chunks:
-                after = chunks[-1][0]
-                payload = orjson.dumps({"html": chunk_html(chunks), "last": after}).decode()
-                await resp.write(f"event: output\ndata: {payload}\n\n".encode())
-                if len(chunks) >= 200:
-                    continue  # more is stored already
-            if not running:
-                await resp.write(b"event: ended\ndata: {}\n\n")
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), SSE_IDLE)
-            if not woken.is_set():
-                await resp.write(b": idle\n\n")
-        finally:
-            followers.release(att["id"], woken)
+    # Output is flushed before the attempt's end is committed: its run's committed changes
+    # are what say that it ended.
+    with request.app[HUB].follow_run(att["run_id"]) as changes:
+        while True:
+            woken = followers.event(att["id"])  # taken before reading: no flush is missed
+            try:
+                chunks, running = await svc.store.read(wq.output_after, att["id"], after)
+                if chunks:
+                    after = chunks[-1][0]
+                    payload = orjson.dumps({"html": chunk_html(chunks), "last": after}).decode()
+                    await resp.write(f"event: output\ndata: {payload}\n\n".encode())
+                    if len(chunks) >= 200:
+                        continue  # more is stored already
+                if not running:
+                    await resp.write(b"event: ended\ndata: {}\n\n")
+                    break
+                if not await either(woken, changes):
+                    await resp.write(b": idle\n\n")
+            finally:
+                followers.release(att["id"], woken)
     await resp.write_eof()
     return resp
 

@@ -240,7 +240,7 @@ def attempt(db: sqlite3.Connection, attempt_uuid: str) -> dict[str, Any]:
     row = db.execute(
         """
         SELECT a.id, a.uuid, a.number, a.state, a.exit_code, a.started_at, a.ended_at,
-               t.name AS task, r.uuid AS run_uuid, r.name AS run_name
+               a.run_id, t.name AS task, r.uuid AS run_uuid, r.name AS run_name
           FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN runs r ON r.id = a.run_id
          WHERE a.uuid = ?""",
         (attempt_uuid,),
