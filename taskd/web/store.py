@@ -64,12 +64,15 @@ def active_runs(db: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def slot_problems(db: sqlite3.Connection, since: int, late_ns: int) -> list[dict[str, Any]]:
-    """Slots after ``since`` that were missed, or that started later than ``late_ns``."""
+    """Slots after ``since`` that were missed, or that started later than ``late_ns``.
+
+    CROSS JOIN keeps the order: one primary-key range of the ledger per definition.
+    """
     return _rows(
         db.execute(
             """
         SELECT l.definition, l.slot, l.status, r.uuid, r.started_at FROM definitions d
-          JOIN ledger l ON l.definition = d.name AND l.slot > ?
+          CROSS JOIN ledger l ON l.definition = d.name AND l.slot > ?
           LEFT JOIN runs r ON r.id = l.run_id
          WHERE l.status = 'missed' OR (r.started_at IS NOT NULL AND r.started_at - l.slot > ?)
          ORDER BY l.slot DESC LIMIT 100""",
@@ -127,9 +130,19 @@ def run_page(
     if since is not None:
         where.append("created_at >= ?")
         args.append(since)
+        low = db.execute(
+            "SELECT id FROM runs WHERE created_at >= ? ORDER BY created_at LIMIT 1", (since,)
+        ).fetchone()
+        where.append("id >= ?")  # ids grow with creation: the time range as an id range
+        args.append(low[0] if low else 2**62)
     if until is not None:
         where.append("created_at < ?")
         args.append(until)
+        high = db.execute(
+            "SELECT id FROM runs WHERE created_at < ? ORDER BY created_at DESC LIMIT 1", (until,)
+        ).fetchone()
+        where.append("id <= ?")
+        args.append(high[0] if high else -1)
     if before is not None:
         where.append("id < ?")
         args.append(before)
