@@ -27,8 +27,9 @@ def db(tmp_path):
 def plan(conn: sqlite3.Connection, fn, *args, **kw) -> list[str]:
     """The query plans of every statement ``fn`` runs."""
     seen: list[str] = []
-    conn.set_trace_callback(lambda sql: seen.append(sql) if sql.lstrip().startswith(
-        ("SELECT", "\n")) else None)  # fmt: skip
+    conn.set_trace_callback(
+        lambda sql: seen.append(sql) if sql.lstrip().startswith(("SELECT", "\n")) else None
+    )
     fn(conn, *args, **kw)
     conn.set_trace_callback(None)
     steps = []
@@ -63,20 +64,34 @@ def test_run_pages_walk_an_index_newest_first(db, filters):
 
 
 def test_overview_and_definition_reads_use_indexes(db):
-    for fn, args in ((wq.definitions, ()), (wq.active_runs, ()), (wq.slot_problems, (0, 1)),
-                     (wq.expired_leases, (0,)), (wq.counts_since, (0,)),
-                     (wq.queue_projects, ())):  # fmt: skip
+    for fn, args in (
+        (wq.definitions, ()),
+        (wq.active_runs, ()),
+        (wq.slot_problems, (0, 1)),
+        (wq.expired_leases, (0,)),
+        (wq.counts_since, (0,)),
+        (wq.queue_projects, ()),
+    ):
         for step in plan(db, fn, *args):
             if step.startswith("SCAN"):
                 # Only the small tables are walked whole: definitions, projects, a CTE result.
-                assert any(t in step for t in ("definitions", "queue_projects", "SUBQUERY", "(subquery",
-                                               " p", " d")), (fn.__name__, step)  # fmt: skip
+                assert any(
+                    t in step
+                    for t in ("definitions", "queue_projects", "SUBQUERY", "(subquery", " p", " d")
+                ), (fn.__name__, step)
                 assert "runs" not in step.split(" USING")[0] or "INDEX" in step, (fn.__name__, step)
 
 
 def define(name: str, script: str = "true") -> dict:
-    return {"process_definition_name": name, "task_definitions": [
-        {"task_definition_name": "a", "executable": {"shell_script_command": {"script": script}}}]}  # fmt: skip
+    return {
+        "process_definition_name": name,
+        "task_definitions": [
+            {
+                "task_definition_name": "a",
+                "executable": {"shell_script_command": {"script": script}},
+            }
+        ],
+    }
 
 
 async def count_selects(client, path: str) -> int:
@@ -126,3 +141,28 @@ async def test_pages_make_as_many_queries_for_many_definitions_as_for_few(make_c
     many = {p: min([await count_selects(client, p) for _ in range(2)]) for p in pages}
     assert many == few
     assert max(few.values()) <= 10
+
+
+def test_a_large_fan_out_is_drawn_as_one_group_node_with_counts(db):
+    db.execute(
+        "INSERT INTO runs (id, uuid, kind, name, trigger, state, created_at, updated_at)"
+        " VALUES (1, 'u', 'dag', 'fan', 'api', 'running', 0, 0)"
+    )
+    tasks = [(1, "start", "start", "succeeded")]
+    tasks += [
+        (2 + i, f"work_{i}", "work", "succeeded" if i < 9000 else "running") for i in range(10_000)
+    ]
+    tasks.append((10_002, "end", "end", "waiting"))
+    db.executemany(
+        "INSERT INTO tasks (id, run_id, name, template, state, job, max_attempts,"
+        " updated_at) VALUES (?, 1, ?, ?, ?, '{}', 1, 0)",
+        tasks,
+    )
+    edges = [(1, t, 1) for t in range(2, 10_002)] + [(t, 10_002, 1) for t in range(2, 10_002)]
+    db.executemany("INSERT INTO edges (run_id, parent, child, required) VALUES (1, ?, ?, ?)", edges)
+    g = wq.graph(db, 1)
+    assert len(g["nodes"]) == 3
+    group = next(n for n in g["nodes"] if n.get("group"))
+    assert group["count"] == 10_000 and group["states"] == {"succeeded": 9000, "running": 1000}
+    assert g["edges"] == [("g:work", "t:10002"), ("t:1", "g:work")]
+    assert g["groups"][5000] == "g:work"  # live updates of a grouped task find its node
