@@ -36,6 +36,7 @@ BENCHMARKS = {
     "docker": ("bench.docker_tasks", "run"),
     "cron": ("bench.cron", "run"),
     "scale": ("bench.scale", "run"),
+    "ui": ("bench.ui_pages", "run"),
     "dag": ("bench.external", "dag"),
     "queue": ("bench.external", "queue"),
 }

@@ -33,17 +33,49 @@ def _recent(alias: str) -> str:
 
 
 def definitions(db: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Every definition with its document, paused flag and its last runs."""
+    """Every definition with its schedule, task count, managing file and its last runs.
+
+    Documents can be large (a definition of many tasks); SQLite picks out the few fields
+    the list shows instead of the whole document being parsed here.
+    """
     rows = _rows(
         db.execute(
-            f"SELECT d.name, d.version, d.doc, d.paused, d.updated_at, {_recent('d')}"
-            " AS recent FROM definitions d ORDER BY d.name"
+            "SELECT d.name, d.version, d.paused, d.updated_at,"
+            " json_extract(d.doc, '$.schedule') AS schedule,"
+            " json_array_length(d.doc, '$.task_definitions') AS task_count,"
+            " json_extract(d.doc, '$.managed_by_file') AS managed_by_file,"
+            f" {_recent('d')} AS recent FROM definitions d ORDER BY d.name"
         )
     )
     for r in rows:
-        r["doc"] = orjson.loads(r["doc"])
+        r["schedule"] = orjson.loads(r["schedule"]) if r["schedule"] else None
         r["recent"] = orjson.loads(r["recent"] or "[]")
     return rows
+
+
+def definition(db: sqlite3.Connection, name: str) -> dict[str, Any]:
+    """One definition: its document, its last runs and its newest ledger slots."""
+    rows = _rows(
+        db.execute(
+            f"SELECT d.name, d.version, d.doc, d.paused, d.updated_at, {_recent('d')} AS recent"
+            " FROM definitions d WHERE d.name = ?",
+            (name,),
+        )
+    )
+    if not rows:
+        raise NotFound(f"no process definition named {name!r}")
+    out = rows[0]
+    out["doc"] = orjson.loads(out["doc"])
+    out["recent"] = orjson.loads(out["recent"] or "[]")
+    out["ledger"] = _rows(
+        db.execute(
+            "SELECT l.slot, l.status, l.recorded_at, r.uuid, r.state, r.started_at"
+            " FROM ledger l LEFT JOIN runs r ON r.id = l.run_id WHERE l.definition = ?"
+            " ORDER BY l.slot DESC LIMIT 30",
+            (name,),
+        )
+    )
+    return out
 
 
 def active_runs(db: sqlite3.Connection) -> list[dict[str, Any]]:

@@ -173,27 +173,47 @@ async def sse_start(request: web.Request) -> web.StreamResponse:
 # -- definitions ------------------------------------------------------------------------------
 
 
+def strip(recent: list[list[Any]], now: int) -> list[dict[str, Any]]:
+    """The last runs as bars, oldest on the left: colour = result, height = duration."""
+    spans = [words.span(s, e, now) or 0 for _, s, e, _ in recent]
+    top = max(spans, default=0) or 1
+    bars = [
+        {"state": st, "uuid": u, "height": max(15, int(100 * sp / top)), "took": sp}
+        for (st, _, _, u), sp in zip(recent, spans, strict=True)
+    ]
+    bars.reverse()
+    return bars
+
+
+def next_fire(request: web.Request, name: str, paused: bool) -> int | None:
+    entry = request.app[SERVICES].scheduler.entries.get(name)
+    nxt = entry.next if entry is not None and not paused else None
+    return int(nxt.timestamp() * 1e9) if nxt is not None else None
+
+
 @routes.get("/ui/definitions")
 @page()
 async def definitions(request: web.Request) -> web.Response:
-    svc = request.app[SERVICES]
-    rows = await svc.store.read(wq.definitions)
+    rows = await request.app[SERVICES].store.read(wq.definitions)
     now = now_ns()
     for d in rows:
-        entry = svc.scheduler.entries.get(d["name"])
-        nxt = entry.next if entry is not None and not d["paused"] else None
-        d["next"] = int(nxt.timestamp() * 1e9) if nxt is not None else None
-        d["words"] = words.schedule_words(d["doc"].get("schedule"))
-        d["tasks"] = [t.get("task_definition_name") for t in d["doc"].get("task_definitions", [])]
-        d["managed"] = bool(d["doc"].get("managed_by") or d["doc"].get("source_file"))
-        spans = [words.span(s, e, now) or 0 for _, s, e, _ in d["recent"]]
-        top = max(spans, default=0) or 1
-        d["strip"] = [
-            {"state": st, "uuid": u, "height": max(15, int(100 * sp / top)), "took": sp}
-            for (st, _, _, u), sp in zip(d["recent"], spans, strict=True)
-        ]
-        d["strip"].reverse()  # oldest on the left
+        d["next"] = next_fire(request, d["name"], d["paused"])
+        d["words"] = words.schedule_words(d["schedule"])
+        d["strip"] = strip(d["recent"], now)
     return render(request, "definitions.html", definitions=rows, now=now)
+
+
+@routes.get("/ui/definitions/{name}")
+@page()
+async def definition(request: web.Request) -> web.Response:
+    d = await request.app[SERVICES].store.read(wq.definition, request.match_info["name"])
+    now = now_ns()
+    d["next"] = next_fire(request, d["name"], d["paused"])
+    d["words"] = words.schedule_words(d["doc"].get("schedule"))
+    d["strip"] = strip(d["recent"], now)
+    d["tasks"] = [t.get("task_definition_name") for t in d["doc"].get("task_definitions", [])]
+    d["managed_by_file"] = d["doc"].get("managed_by_file")
+    return render(request, "definition.html", d=d, now=now)
 
 
 @routes.post("/ui/definitions/{name}/pause")
@@ -213,6 +233,9 @@ async def set_paused(request: web.Request, paused: bool) -> web.Response:
     name = request.match_info["name"]
     await svc.store.write(dq.set_paused, name, paused, now_ns())
     await svc.scheduler.refresh(name)
+    back = request.headers.get("Referer", "")
+    if back.endswith(f"/ui/definitions/{name}"):
+        raise web.HTTPSeeOther(f"/ui/definitions/{name}")
     raise web.HTTPSeeOther("/ui/definitions#def-" + name)
 
 

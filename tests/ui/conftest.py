@@ -39,9 +39,13 @@ def browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session."""
+    """One headless Chromium per test module.
+
+    Not per session: Playwright's sync API keeps an event loop current on this thread while it
+    runs, and the asyncio tests of other modules need the thread to themselves.
+    """
     why = browser_missing()
     if why:
         if os.environ.get("TASKD_REQUIRE_BROWSER") == "1":

@@ -167,3 +167,20 @@ def test_phone_width_has_no_sideways_scrolling_page(dashboard, browser, tmp_path
         dashboard.shot(page, "phone-dark", tmp_path)
     finally:
         context.close()
+
+
+def test_run_one_task_from_the_definition_page(dashboard, page):
+    dashboard.define("one-task", *DIAMOND)
+    dashboard.login(page)
+    page.goto(dashboard.url + "/ui/definitions")
+    page.click("tr[data-definition='one-task'] a:has-text('one task')")
+    page.wait_for_url(re.compile(r"/ui/definitions/one-task#run-one$"))
+    assert "Manual runs only" in page.inner_text("main")
+    page.select_option("#task", "load")
+    page.click("#run-one button:has-text('Run now')")
+    page.wait_for_url(re.compile(r"/ui/runs/[0-9a-f-]{36}$"))
+    page.wait_for_selector("#graph g.node")
+    expect(page.locator("#run-state")).to_have_attribute("data-state", "succeeded", timeout=20_000)
+    assert page.locator("#graph g.node").count() == 1
+    # The attempts table follows too (fetched again after changes, no reload).
+    expect(page.locator("table.attempts tbody tr td:first-child")).to_have_text(["load"])

@@ -52,7 +52,15 @@
   document.addEventListener("DOMContentLoaded", function () {
     var box = document.getElementById("graph");
     if (!box) return;
-    var nodes = {}, groups = {}, taskStates = {};
+    var nodes = {}, groups = {}, bodyTimer = null;
+    // Attempts and the timeline are server-rendered: fetched again after a burst of changes.
+    function refreshBody() {
+      if (bodyTimer) return;
+      bodyTimer = setTimeout(function () {
+        bodyTimer = null;
+        htmx.ajax("GET", location.pathname, { target: "#run-body", select: "#run-body", swap: "outerHTML" });
+      }, 700);
+    }
     function load() {
       return fetch(box.dataset.graph, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (data) {
         groups = data.groups || {};
@@ -67,6 +75,7 @@
       es.addEventListener("reload", function () { load(); });
       es.addEventListener("task", function (e) {
         var d = JSON.parse(e.data), key = groups[d.id];
+        refreshBody();
         if (key) { // a grouped task: redraw the group's counts soon, once per burst
           if (!pending) pending = setTimeout(function () { pending = null; load(); }, 1000);
           return;
@@ -76,7 +85,7 @@
       es.addEventListener("run", function (e) {
         var d = JSON.parse(e.data), rs = document.getElementById("run-state");
         if (rs) { rs.dataset.state = d.state; rs.innerHTML = '<span class="state st-' + d.state + '">' + d.state + "</span>"; }
-        if (d.state !== "queued" && d.state !== "running") { es.close(); load(); }
+        if (d.state !== "queued" && d.state !== "running") { es.close(); load(); refreshBody(); }
       });
     });
   });
