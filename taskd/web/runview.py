@@ -37,6 +37,10 @@ async def run_detail(request: web.Request) -> web.Response:
         return {"run": run, "attempts": attempts}
 
     data = await svc.store.read(read)
+    for a in data["attempts"]:
+        # An attempt that exited is coloured by its result, as its task is.
+        if a["state"] == "exited":
+            a["state"] = "succeeded" if a["succeeded"] else "failed"
     now = now_ns()
     shown = [a for a in data["attempts"] if a["started_at"]][:TIMELINE]
     t0 = min((a["started_at"] for a in shown), default=now)

@@ -251,7 +251,8 @@ def attempts(db: sqlite3.Connection, run_id: int, limit: int = 200) -> list[dict
     return _rows(
         db.execute(
             """
-        SELECT a.id, a.uuid, a.number, a.state, a.exit_code, a.reason, a.runner, a.container_id,
+        SELECT a.id, a.uuid, a.number, a.state, a.succeeded, a.exit_code, a.reason, a.runner,
+               a.container_id,
                a.host, a.created_at, a.started_at, a.ended_at, t.name AS task, t.state AS task_state
           FROM attempts a JOIN tasks t ON t.id = a.task_id
          WHERE a.run_id = ? ORDER BY a.id DESC LIMIT ?""",

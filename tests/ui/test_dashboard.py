@@ -19,6 +19,7 @@ DIAMOND = (
 def test_sign_in_leads_to_the_overview(dashboard, page, tmp_path):
     page.goto(dashboard.url + "/ui/definitions")
     assert "/ui/login" in page.url  # no session: sent to sign in, and back afterwards
+    dashboard.shot(page, "login", tmp_path)
     page.fill("#token", "not-a-token")
     page.click("button[type=submit]")
     assert "not an admin or viewer token" in page.inner_text(".error")
@@ -31,7 +32,6 @@ def test_sign_in_leads_to_the_overview(dashboard, page, tmp_path):
     assert page.inner_text("h1") == "What needs you now"
     for heading in ("Failing definitions", "Running longer than usual", "Today (UTC)"):
         assert page.locator(f"h2:has-text('{heading}')").count() == 1
-    dashboard.shot(page, "overview", tmp_path)
 
 
 def test_run_now_draws_the_graph_and_it_turns_green_live(dashboard, page, tmp_path):
@@ -43,7 +43,6 @@ def test_run_now_draws_the_graph_and_it_turns_green_live(dashboard, page, tmp_pa
     row = page.locator("tr[data-definition='nightly-etl']")
     assert "At 02:30, Monday to Friday (Europe/Berlin)" in row.inner_text()
     assert re.search(r"\(in (\d+h )?\d+m \d+s\)", row.locator(".countdown").inner_text())
-    dashboard.shot(page, "definitions", tmp_path)
     row.locator("button:has-text('Run now')").click()
     page.wait_for_url(re.compile(r"/ui/runs/[0-9a-f-]{36}$"))
     page.wait_for_selector("#graph g.node")
@@ -58,6 +57,9 @@ def test_run_now_draws_the_graph_and_it_turns_green_live(dashboard, page, tmp_pa
     page.wait_for_selector("#graph g.node")
     dashboard.shot(page, "run", tmp_path)
     assert page.locator("table.attempts tbody tr").count() == 4
+    page.goto(dashboard.url + "/ui/definitions")
+    assert page.locator("tr[data-definition='nightly-etl'] .bar.st-succeeded").count() == 1
+    dashboard.shot(page, "definitions", tmp_path)
 
 
 def test_a_running_tasks_logs_follow_live(dashboard, page, tmp_path):
