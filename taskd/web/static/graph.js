@@ -53,26 +53,40 @@
     var box = document.getElementById("graph");
     if (!box) return;
     var nodes = {}, groups = {}, bodyTimer = null;
-    // Attempts and the timeline are server-rendered: fetched again after a burst of changes.
+    // Actions, attempts and the timeline are server-rendered: fetched again after a burst of changes.
     function refreshBody() {
       if (bodyTimer) return;
       bodyTimer = setTimeout(function () {
         bodyTimer = null;
-        htmx.ajax("GET", location.pathname, { target: "#run-body", select: "#run-body", swap: "outerHTML" });
+        fetch(location.pathname, { credentials: "same-origin" }).then(function (r) { return r.text(); }).then(function (html) {
+          var fresh = new DOMParser().parseFromString(html, "text/html");
+          ["run-actions", "run-body"].forEach(function (id) {
+            var now = document.getElementById(id), next = fresh.getElementById(id);
+            if (now && next) now.replaceWith(next);
+          });
+        });
       }, 700);
     }
     function load() {
       return fetch(box.dataset.graph, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (data) {
         groups = data.groups || {};
         nodes = draw(box, data);
-        var rs = document.getElementById("run-state");
-        if (rs) { rs.dataset.state = data.run.state; rs.innerHTML = '<span class="state st-' + data.run.state + '">' + data.run.state + "</span>"; }
+        showRunState(data.run.state);
       });
+    }
+    var rendered = (document.getElementById("run-state") || { dataset: {} }).dataset.state, es = null;
+    function showRunState(state) {
+      var rs = document.getElementById("run-state");
+      if (rs) { rs.dataset.state = state; rs.innerHTML = '<span class="state st-' + state + '">' + state + "</span>"; }
+      if (state !== rendered) { rendered = state; refreshBody(); }  // its buttons change with it
+      if (es && state !== "queued" && state !== "running") { es.close(); es = null; }
     }
     load().then(function () {
       if (box.dataset.live !== "true" || !window.EventSource) return;
-      var es = new EventSource(box.dataset.events), pending = null;
-      es.addEventListener("reload", function () { load(); });
+      var pending = null;
+      es = new EventSource(box.dataset.events);
+      // Sent first, and when this page fell behind: what changed since it was rendered.
+      es.addEventListener("reload", function () { load(); refreshBody(); });
       es.addEventListener("task", function (e) {
         var d = JSON.parse(e.data), key = groups[d.id];
         refreshBody();
@@ -83,9 +97,9 @@
         var entry = nodes["t:" + d.id]; if (entry) setState(entry, d.state);
       });
       es.addEventListener("run", function (e) {
-        var d = JSON.parse(e.data), rs = document.getElementById("run-state");
-        if (rs) { rs.dataset.state = d.state; rs.innerHTML = '<span class="state st-' + d.state + '">' + d.state + "</span>"; }
-        if (d.state !== "queued" && d.state !== "running") { es.close(); load(); refreshBody(); }
+        var d = JSON.parse(e.data);
+        showRunState(d.state);
+        if (d.state !== "queued" && d.state !== "running") load();
       });
     });
   });
