@@ -186,3 +186,20 @@ def test_run_one_task_from_the_definition_page(dashboard, page):
     assert page.locator("#graph g.node").count() == 1
     # The attempts table follows too (fetched again after changes, no reload).
     expect(page.locator("table.attempts tbody tr td:first-child")).to_have_text(["load"])
+
+
+def test_a_run_longer_than_its_usual_is_on_the_overview(dashboard, page):
+    dashboard.define("steady", shell("work", "true"))
+    for n in range(1, 4):
+        dashboard.trigger("steady")
+        dashboard.wait_processes(
+            "steady", lambda ps, n=n: len(ps) == n and all(p["status"] == "succeeded" for p in ps)
+        )
+    dashboard.define("steady", shell("work", "sleep 30"))  # this time it hangs
+    dashboard.trigger("steady")
+    found = dashboard.wait_processes("steady", lambda ps: len(ps) == 4 and ps[0]["task"])
+    dashboard.login(page)
+    slow = page.locator("section:has(h2:has-text('Running longer than usual')) li")
+    expect(slow).to_contain_text("steady", timeout=15_000)  # its usual is well under a second
+    assert "usually" in slow.inner_text()
+    dashboard.api("POST", f"/api/processes/{found[0]['process_id']}/kill")

@@ -166,3 +166,42 @@ def test_a_large_fan_out_is_drawn_as_one_group_node_with_counts(db):
     assert group["count"] == 10_000 and group["states"] == {"succeeded": 9000, "running": 1000}
     assert g["edges"] == [("g:work", "t:10002"), ("t:1", "g:work")]
     assert g["groups"][5000] == "g:work"  # live updates of a grouped task find its node
+
+
+def test_missed_and_late_slots_since_a_visit_and_expired_leases(db):
+    db.execute("INSERT INTO definitions VALUES ('nightly', 1, '{}', 0, 0, 0)")
+    db.execute(
+        "INSERT INTO runs (id, uuid, kind, name, trigger, state, created_at, started_at,"
+        " updated_at) VALUES (1, 'late', 'process', 'nightly', 'schedule', 'succeeded',"
+        " 0, ?, 0)",
+        (300 * NS,),
+    )
+    db.execute(
+        "INSERT INTO runs (id, uuid, kind, name, trigger, state, created_at, started_at,"
+        " updated_at) VALUES (2, 'ontime', 'process', 'nightly', 'schedule', 'succeeded',"
+        " 0, ?, 0)",
+        (401 * NS,),
+    )
+    db.executemany(
+        "INSERT INTO ledger VALUES ('nightly', ?, ?, ?, 0)",
+        [
+            (50 * NS, "missed", None),
+            (100 * NS, "missed", None),
+            (200 * NS, "fired", 1),
+            (400 * NS, "fired", 2),
+        ],
+    )
+    found = wq.slot_problems(db, 60 * NS, 60 * NS)  # since a visit at 60 s; late = over a minute
+    assert [(r["slot"] // NS, r["status"], r["uuid"]) for r in found] == [
+        (200, "fired", "late"),
+        (100, "missed", None),
+    ]
+    db.execute("INSERT INTO queue_projects (id, name, created_at) VALUES (1, 'crawl', 0)")
+    db.executemany(
+        "INSERT INTO queue_tasks (project, assignee, assign_time, lease_expires_at,"
+        " max_retries, max_assign_time, verification_count, recipe, created_at)"
+        " VALUES (1, ?, 0, ?, 3, 60, 0, 'r', 0)",
+        [(7, 10 * NS), (8, 500 * NS), (None, None)],
+    )
+    expired = wq.expired_leases(db, 100 * NS)
+    assert [(r["assignee"], r["project_name"]) for r in expired] == [(7, "crawl")]
