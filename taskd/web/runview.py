@@ -16,7 +16,7 @@ from taskd.web import store as wq
 from taskd.web import words
 from taskd.web.render import render
 from taskd.web.session import page
-from taskd.web.views import HUB, SSE_IDLE, sse_start
+from taskd.web.views import HUB, SSE_IDLE, sse_start, stream_slot
 
 routes = web.RouteTableDef()
 TIMELINE = 60  # attempts drawn on the timeline
@@ -92,7 +92,7 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     """Task and run state changes of one run as they are committed (server-sent events)."""
     svc = request.app[SERVICES]
     run = await svc.store.read(wq.run, request.match_info["uuid"])
-    with request.app[HUB].follow_run(run["id"]) as changes:
+    with stream_slot(request), request.app[HUB].follow_run(run["id"]) as changes:
         resp = await sse_start(request)
         # Changes committed between the page's read and this subscription: send a fresh state.
         await resp.write(b"event: reload\ndata: {}\n\n")
@@ -176,10 +176,10 @@ async def log_events(request: web.Request) -> web.StreamResponse:
         raise BadRequest("after must be an output chunk id")
     after = int(raw)
     followers = svc.engine.followers
-    resp = await sse_start(request)
     # Output is flushed before the attempt's end is committed: its run's committed changes
     # are what say that it ended.
-    with request.app[HUB].follow_run(att["run_id"]) as changes:
+    with stream_slot(request), request.app[HUB].follow_run(att["run_id"]) as changes:
+        resp = await sse_start(request)
         while True:
             woken = followers.event(att["id"])  # taken before reading: no flush is missed
             try:

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from taskd.api.keys import SERVICES
+from taskd.api.serving import FOLLOWS
 from taskd.errors import BadRequest
 from taskd.models import now_ns
 from taskd.store import definitions as dq
@@ -145,8 +146,8 @@ async def overview(request: web.Request) -> web.Response:
 @page()
 async def events(request: web.Request) -> web.StreamResponse:
     """Tells an open overview that runs changed (at most once a second), so it refreshes."""
-    resp = await sse_start(request)
-    with request.app[HUB].follow_all() as changed:
+    with stream_slot(request), request.app[HUB].follow_all() as changed:
+        resp = await sse_start(request)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), SSE_IDLE)
@@ -156,6 +157,11 @@ async def events(request: web.Request) -> web.StreamResponse:
                 await asyncio.sleep(1.0)  # many changes in a burst make one refresh
             else:
                 await resp.write(b": idle\n\n")
+
+
+def stream_slot(request: web.Request) -> contextlib.AbstractContextManager[None]:
+    """One of the server's bounded stream slots for a live page, counted per session."""
+    return request.app[FOLLOWS].hold(f"web-session:{id(request[SESSION])}")
 
 
 async def sse_start(request: web.Request) -> web.StreamResponse:
