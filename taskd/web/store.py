@@ -207,7 +207,9 @@ def graph(db: sqlite3.Connection, run_id: int) -> dict[str, Any]:
     """The run's DAG: tasks, or one group node per template expanded into many tasks."""
     tasks = _rows(
         db.execute(
-            "SELECT id, name, template, state, attempts FROM tasks WHERE run_id = ? ORDER BY id",
+            "SELECT id, name, template, state, attempts, (SELECT a.uuid FROM attempts a"
+            " WHERE a.task_id = tasks.id ORDER BY a.number DESC LIMIT 1) AS attempt"
+            " FROM tasks WHERE run_id = ? ORDER BY id",
             (run_id,),
         )
     )
@@ -232,6 +234,7 @@ def graph(db: sqlite3.Connection, run_id: int) -> dict[str, Any]:
                 "state": t["state"],
                 "task": t["id"],
                 "attempts": t["attempts"],
+                "attempt": t["attempt"],  # its newest attempt: the node links to its logs
             }
         node_of[t["id"]] = key
     edges: set[tuple[str, str]] = set()

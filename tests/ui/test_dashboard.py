@@ -57,6 +57,8 @@ def test_run_now_draws_the_graph_and_it_turns_green_live(dashboard, page, tmp_pa
     page.wait_for_selector("#graph g.node")
     dashboard.shot(page, "run", tmp_path)
     assert page.locator("table.attempts tbody tr").count() == 4
+    page.click("#graph g.node:has-text('extract')")  # a node opens its task's logs
+    expect(page.locator("#log")).to_contain_text("extracted")
     page.goto(dashboard.url + "/ui/definitions")
     assert page.locator("tr[data-definition='nightly-etl'] .bar.st-succeeded").count() == 1
     dashboard.shot(page, "definitions", tmp_path)

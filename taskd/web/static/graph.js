@@ -39,7 +39,13 @@
       grp.appendChild(el("rect", { width: n.width, height: n.height, rx: 6 }));
       var t = el("text", { x: 10, y: 19 }); t.textContent = n.text; grp.appendChild(t);
       var title = el("title", {}); title.textContent = n.text + " (" + state + ")"; grp.appendChild(title);
-      svg.appendChild(grp);
+      if (d.attempt) { // a task that ran opens its logs (a link: reachable with the keyboard)
+        var link = el("a", { href: "/ui/attempts/" + d.attempt + "/logs" });
+        link.appendChild(grp);
+        svg.appendChild(link);
+      } else {
+        svg.appendChild(grp);
+      }
       byId[id] = { g: grp, text: t, data: d, node: n };
     });
     box.replaceChildren(svg);
