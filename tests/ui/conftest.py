@@ -104,11 +104,11 @@ class Dashboard:
         page.click("button[type=submit]")
         page.wait_for_selector("h1:has-text('What needs you now')")
 
-    def shot(self, page: Any, name: str, tmp_path: Path) -> Path:
+    def shot(self, page: Any, name: str, tmp_path: Path, *, full: bool = True) -> Path:
         target = DOCS if os.environ.get("TASKD_UI_SCREENSHOTS") == "1" else tmp_path
         target.mkdir(parents=True, exist_ok=True)
         path = target / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), full_page=full)
         return path
 
 

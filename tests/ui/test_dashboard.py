@@ -205,3 +205,29 @@ def test_a_run_longer_than_its_usual_is_on_the_overview(dashboard, page):
     expect(slow).to_contain_text("steady", timeout=15_000)  # its usual is well under a second
     assert "usually" in slow.inner_text()
     dashboard.api("POST", f"/api/processes/{found[0]['process_id']}/kill")
+
+
+def test_a_large_fan_out_is_one_group_node_that_counts_live(dashboard, page, tmp_path):
+    dag = {
+        "tag": "fan-out",
+        "parameters": {"N": [str(i) for i in range(120)]},
+        "tasks": {
+            "start": {"job": {"command": ["/bin/sh", "-c", "sleep 1"]}, "children": ["work"]},
+            "work": {"job": {"command": ["/bin/echo", "{{N}}"]}, "children": ["end"]},
+            "end": {"job": {"command": ["/bin/true"]}},
+        },
+    }
+    status, reply = dashboard.api("POST", "/v1/dagrun", json=dag)
+    assert status == 200, reply
+    dashboard.login(page)
+    page.goto(dashboard.url + "/ui/runs?family=dag&name=fan-out")
+    page.click("table.runs a:has-text('fan-out')")
+    page.wait_for_selector("#graph g.node")
+    assert page.locator("#graph g.node").count() == 3  # start, one group of 120, end
+    group = page.locator("#graph g.node:has-text('work [120]')")
+    expect(group).to_have_count(1)
+    expect(page.locator("#graph g.node:has-text('120 succeeded')")).to_have_count(1, timeout=30_000)
+    expect(page.locator("#run-state")).to_have_attribute("data-state", "succeeded", timeout=30_000)
+    expect(page.locator("button:has-text('Kill')")).to_have_count(0)  # the page caught up
+    expect(page.locator("#graph g.node[data-state='succeeded']")).to_have_count(3)
+    dashboard.shot(page, "fan-out", tmp_path, full=False)
