@@ -23,7 +23,11 @@ def setup(app: web.Application) -> None:
     async def follow_engine(app: web.Application) -> None:
         app[SERVICES].engine.committed.append(hub.committed)
 
+    async def end_streams(app: web.Application) -> None:
+        hub.close()  # open pages' streams end, so shutting down does not wait for them
+
     app.on_startup.append(follow_engine)
+    app.on_shutdown.append(end_streams)
     views.setup(app)
     runview.setup(app)
     familyviews.setup(app)

@@ -14,6 +14,7 @@ from typing import Any
 
 QUEUE_SIZE = 1000
 RELOAD = ("reload", None, None)
+CLOSING = ("closing", None, None)
 
 
 class Hub:
@@ -22,6 +23,18 @@ class Hub:
     def __init__(self) -> None:
         self._runs: dict[int, set[asyncio.Queue[tuple[str, Any, Any]]]] = {}
         self._any: set[asyncio.Event] = set()
+        self.closed = False  # the server is shutting down: streams end now
+
+    def close(self) -> None:
+        """End every open stream (the server shuts down and waits for its handlers)."""
+        self.closed = True
+        for ev in self._any:
+            ev.set()
+        for queues in self._runs.values():
+            for queue in queues:
+                while queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(CLOSING)
 
     def __len__(self) -> int:
         """Open subscriptions (runs followed plus overview pages)."""

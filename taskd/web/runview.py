@@ -102,6 +102,8 @@ async def run_events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await resp.write(b": idle\n\n")
                 continue
+            if kind == "closing":
+                break
             payload = orjson.dumps({"id": ident, "state": state}).decode()
             await resp.write(f"event: {kind}\ndata: {payload}\n\n".encode())
             if kind == "run" and state not in ("queued", "running"):
@@ -195,6 +197,8 @@ async def log_events(request: web.Request) -> web.StreamResponse:
                     break
                 if not await either(woken, changes):
                     await resp.write(b": idle\n\n")
+                if request.app[HUB].closed:
+                    break
             finally:
                 followers.release(att["id"], woken)
     await resp.write_eof()

@@ -151,12 +151,16 @@ async def events(request: web.Request) -> web.StreamResponse:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), SSE_IDLE)
+            if request.app[HUB].closed:
+                break
             if changed.is_set():
                 changed.clear()
                 await resp.write(b"event: changed\ndata: {}\n\n")
                 await asyncio.sleep(1.0)  # many changes in a burst make one refresh
             else:
                 await resp.write(b": idle\n\n")
+    await resp.write_eof()
+    return resp
 
 
 def stream_slot(request: web.Request) -> contextlib.AbstractContextManager[None]:
