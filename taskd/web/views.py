@@ -133,8 +133,11 @@ async def overview_data(request: web.Request, since: float) -> dict[str, Any]:
 async def overview(request: web.Request) -> web.Response:
     session = request[SESSION]
     since = session.last_visit
-    if "since" in request.query:
-        since = float(request.query["since"])  # a live refresh keeps the first visit's time
+    if "since" in request.query:  # a live refresh keeps the first visit's time
+        try:
+            since = float(request.query["since"])
+        except ValueError:
+            raise BadRequest("since must be seconds since the epoch") from None
     else:
         session.last_visit = time.time()
     data = await overview_data(request, since)

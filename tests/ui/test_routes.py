@@ -72,3 +72,20 @@ async def test_a_viewer_session_changes_nothing(make_client):
         resp = await client.post(sample(path), data={"csrf": csrf}, allow_redirects=False)
         assert resp.status == 403, (path, resp.status)
         assert "may look but not change" in await resp.text()
+
+
+async def test_bad_query_values_get_a_clear_400_page_not_a_500(make_client):
+    client = await make_client()
+    await sign_in(client, ADMIN)
+    for path in (
+        "/?since=yesterday",
+        "/ui/runs?before=x",
+        "/ui/runs?family=cron",
+        "/ui/runs?state=odd",
+        "/ui/runs?since=31/01/2026",
+        "/ui/containers?before=-1",
+        "/ui/attempts/nope/logs/events?after=x",
+    ):
+        resp = await client.get(path)
+        assert resp.status in (400, 404), (path, resp.status)
+        assert resp.content_type == "text/html"
