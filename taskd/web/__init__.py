@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from taskd.api.keys import SERVICES
+from taskd.http.keys import SERVICES
 from taskd.web import familyviews, render, runview, views
 from taskd.web.live import Hub
 from taskd.web.session import SESSIONS, Sessions, page

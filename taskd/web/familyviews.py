@@ -6,8 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from taskd.api.keys import SERVICES
 from taskd.errors import BadRequest
+from taskd.http.keys import SERVICES
 from taskd.models import now_ns
 from taskd.web import store as wq
 from taskd.web.render import render

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from taskd.api.keys import SERVICES
-from taskd.api.tasklogs import stream_output
 from taskd.errors import BadRequest
+from taskd.http.keys import SERVICES
+from taskd.http.tasklogs import stream_output
 from taskd.models import now_ns
 from taskd.web import store as wq
 from taskd.web import words

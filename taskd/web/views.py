@@ -11,11 +11,11 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from taskd.api.keys import SERVICES
-from taskd.api.serving import FOLLOWS
 from taskd.errors import BadRequest
+from taskd.http.keys import SERVICES
+from taskd.http.serving import FOLLOWS
 from taskd.models import now_ns
-from taskd.store import definitions as dq
+from taskd.processes import store as dq
 from taskd.web import store as wq
 from taskd.web import words
 from taskd.web.live import Hub

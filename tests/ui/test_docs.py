@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from taskd.api import create_app
+from taskd.app import create_app
 from taskd.config import Settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ui.md"

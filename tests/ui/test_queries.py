@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from taskd.api.keys import SERVICES
+from taskd.http.keys import SERVICES
 from taskd.store.migrations import migrate
 from taskd.web import store as wq
 from tests.conftest import ADMIN

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from taskd.api.keys import SERVICES
 from taskd.auth import issue_token
+from taskd.http.keys import SERVICES
 from tests.conftest import ADMIN
 
 SAMPLES = {
