@@ -48,6 +48,8 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
     "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
+    # Not "no-referrer": with it browsers send "Origin: null" on the pages' own forms, and the
+    # origin check could no longer tell them from another site's. Other sites get no referrer.
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }

@@ -7,7 +7,7 @@ import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
@@ -246,10 +246,10 @@ async def set_paused(request: web.Request, paused: bool) -> web.Response:
     name = request.match_info["name"]
     await svc.store.write(dq.set_paused, name, paused, now_ns())
     await svc.scheduler.refresh(name)
-    back = request.headers.get("Referer", "")
-    if back.endswith(f"/ui/definitions/{name}"):
-        raise web.HTTPSeeOther(f"/ui/definitions/{name}")
-    raise web.HTTPSeeOther("/ui/definitions#def-" + name)
+    form = await request.post()
+    if form.get("back") == "definition":  # sent from the definition's own page
+        raise web.HTTPSeeOther(f"/ui/definitions/{quote(name, safe='')}")
+    raise web.HTTPSeeOther(f"/ui/definitions#def-{quote(name, safe='')}")
 
 
 @routes.post("/ui/definitions/{name}/run")

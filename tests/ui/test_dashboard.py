@@ -110,6 +110,10 @@ def test_pausing_a_schedule_shows_it_paused(dashboard, page):
     assert status == 200 and body["paused"] is True
     row.locator("button:has-text('Resume')").click()
     assert page.locator("tr[data-definition='hourly']").get_attribute("data-paused") == "false"
+    page.goto(dashboard.url + "/ui/definitions/hourly")  # its own page pauses too, and stays
+    page.click("#run-one button:has-text('Pause')")
+    assert page.url.endswith("/ui/definitions/hourly")
+    assert page.locator("h1 .badge.paused").count() == 1
 
 
 def test_a_failing_definition_appears_on_the_open_overview(dashboard, page, tmp_path):
