@@ -195,7 +195,8 @@ async def log_events(request: web.Request) -> web.StreamResponse:
                 if not running:
                     await resp.write(b"event: ended\ndata: {}\n\n")
                     break
-                if not await either(woken, changes):
+                # Idle: only a keep-alive (which also finds a closed page); no read.
+                while not await either(woken, changes):
                     await resp.write(b": idle\n\n")
                 if request.app[HUB].closed:
                     break

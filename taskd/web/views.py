@@ -25,7 +25,9 @@ from taskd.web.session import SESSION, SESSIONS, page, public, same_origin, set_
 routes = web.RouteTableDef()
 HUB: web.AppKey[Hub] = web.AppKey("web_hub", Hub)
 LATE = 60 * 10**9  # a slot that started more than a minute after its time was late
-SSE_IDLE = 15.0  # seconds between keep-alive comments on an idle event stream
+# Seconds between keep-alive comments on an idle event stream; writing one is also how a stream
+# of a page that was closed is found and its slot given back.
+SSE_IDLE = 5.0
 FAMILIES = {"process": "Processes", "dag": "DAG runs", "task": "Container tasks"}
 STATES = ("queued", "running", "succeeded", "failed", "killed")
 
