@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 from tests.ui.conftest import shell
 
 DIAMOND = (
-    shell("extract", "sleep 1; echo extracted"),
+    shell("extract", "sleep 3; echo extracted"),
     shell("left", "sleep 1", after=("extract",)),
     shell("right", "sleep 1", after=("extract",)),
     shell("load", "echo loaded", after=("left", "right")),
@@ -49,7 +49,7 @@ def test_run_now_draws_the_graph_and_it_turns_green_live(dashboard, page, tmp_pa
     page.wait_for_selector("#graph g.node")
     page.evaluate("window.notReloaded = true")
     assert page.locator("#graph g.node").count() == 4
-    # The first task sleeps a second: the graph is drawn before the run is over.
+    # The first task sleeps 3 s: the graph is drawn before the run is over.
     assert page.locator("#graph g.node[data-state='succeeded']").count() < 4
     expect(page.locator("#graph g.node[data-state='succeeded']")).to_have_count(4, timeout=30_000)
     page.wait_for_selector("#run-state[data-state='succeeded']")
