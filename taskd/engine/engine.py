@@ -81,6 +81,8 @@ class Engine(Attempts, Commands):
         self.ready: deque[TaskNode] = deque()
         self.live: dict[str, LiveAttempt] = {}
         self.run_finished: list[Callable[[RunNode], None]] = []
+        # Told of every committed batch (the dashboard's live views follow runs through it).
+        self.committed: list[Callable[[q.Changes], None]] = []
         self.generator_hook: GeneratorHook | None = None
         self._next_task_id = 0
         self._dispatch_handle: asyncio.Handle | None = None
@@ -340,6 +342,8 @@ class Engine(Attempts, Commands):
             await self._commit(ch)
 
     def _committed(self, ch: q.Changes) -> None:
+        for observer in self.committed:
+            observer(ch)
         for run_id, cols in ch.runs.items():
             state = cols.get("state")
             if state in RUN_TERMINAL:
