@@ -14,7 +14,16 @@ from typing import Any
 import orjson
 
 from taskd.containertasks import store as cq
-from taskd.models import RUN_ACTIVE, JobSpec, RetryPolicy, RunKind, TaskTemplate, Trigger, Volume
+from taskd.models import (
+    RUN_ACTIVE,
+    JobSpec,
+    RetryPolicy,
+    RunKind,
+    TaskTemplate,
+    Trigger,
+    Volume,
+    default_container_runner,
+)
 from taskd.store.runs import RunPlan
 from taskd.timefmt import epoch_ms
 from taskd.validate import Doc, Problems, type_name
@@ -247,7 +256,7 @@ def parse_spec(spec: Doc, svc: Any, problems: Problems | None = None) -> tuple[R
         "DROVE_EXECUTOR_HOST": svc.settings.hostname,
     }
     # HOST comes first so the task's own env can override it, as in Drove.
-    job = JobSpec(runner="docker", image=url, command=tuple(args),
+    job = JobSpec(runner=default_container_runner(), image=url, command=tuple(args),
                   env=tuple({"HOST": svc.settings.hostname, **env, **injected}.items()),
                   cpus=float(cpus), memory_mb=memory,
                   pin_cores=True, volumes=tuple(mounts),
