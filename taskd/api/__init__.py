@@ -50,6 +50,9 @@ def create_app(settings: Settings, lock: DatabaseLock | None = None) -> web.Appl
     from taskd.api import callbacks  # containers' callback listener, started on demand
 
     callbacks.setup(app)
+    from taskd.notify import http as notify_http  # notifications, alerts and secrets
+
+    notify_http.setup(app)
     return app
 
 

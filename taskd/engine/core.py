@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import uuid as uuidlib
 import weakref
 from collections import deque
@@ -46,6 +48,7 @@ from taskd.models import (
 from taskd.output import Followers, OutputWriter
 from taskd.runners.base import RUNNERS, AttemptContext, Runner, Started, StartFailed
 from taskd.runners.builtin import load_builtin_runners
+from taskd.secrets import MissingSecret, refers, resolve
 from taskd.shell_conventions import shell_conventions
 from taskd.store import Store
 from taskd.store import output as output_q
@@ -80,6 +83,10 @@ class Engine:
         self.ready: deque[TaskNode] = deque()
         self.live: dict[str, LiveAttempt] = {}
         self.run_finished: list[Callable[[RunNode], None]] = []
+        # Writes that belong in the transaction ending a run (db, run_id, at): the
+        # notification outbox, so a message is queued exactly when the run's end is stored.
+        self.run_end_writes: list[Callable[[Any, int, int], Any]] = []
+        self.secret_values: dict[str, str] = {}  # what {"secret": NAME} in a job env resolves to
         self.generator_hook: GeneratorHook | None = None
         self._next_task_id = 0
         self._dispatch_handle: asyncio.Handle | None = None
@@ -365,6 +372,8 @@ class Engine:
             return
         run.state = final
         ch.run(run.id, state=final, ended_at=ch.at)
+        for write in self.run_end_writes:
+            ch.also.append(functools.partial(write, run_id=run.id, at=ch.at))
 
     def _arm_retry(self, task: TaskNode) -> None:
         loop = asyncio.get_running_loop()
@@ -562,6 +571,13 @@ class Engine:
     async def _run(self, runner: Runner, att: LiveAttempt, sink: OutputWriter) -> Outcome:
         if att.stop_as is not None:
             return Outcome(att.stop_as, reason=att.stop_reason)
+        if refers(att.ctx.job.env):
+            # Values only now, and only in memory: the stored job keeps the reference.
+            try:
+                env = resolve(att.ctx.job.env, self.secret_values)
+            except MissingSecret as exc:
+                return Outcome(AttemptState.START_FAILED, reason=str(exc))
+            att.ctx = dataclasses.replace(att.ctx, job=dataclasses.replace(att.ctx.job, env=env))
         try:
             started = await runner.start(att.ctx)
         except StartFailed as exc:

@@ -1,0 +1,58 @@
+"""The secrets of one server: sealed in the store, open in memory for jobs and masking."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from taskd.errors import BadRequest, NotFound
+from taskd.secrets import MASKER, NAME
+from taskd.secrets.box import Box, load_or_create_key
+from taskd.store import Store
+from taskd.store import secrets as q
+
+MAX_VALUE = 64 * 1024
+
+
+class Secrets:
+    """Named secrets; ``values`` is what jobs' references resolve against."""
+
+    def __init__(self, store: Store, key_file: Path) -> None:
+        self.store = store
+        self.key_file = key_file
+        self.values: dict[str, str] = {}
+        self.meta: dict[str, dict[str, int]] = {}
+        self._box: Box | None = None
+
+    async def start(self) -> None:
+        """Open (or make) the key and load every secret."""
+        self._box = Box(load_or_create_key(self.key_file))
+        for row in await self.store.read(q.all_rows):
+            self.values[row["name"]] = self._box.open(row["name"], row["nonce"], row["value"])
+            self.meta[row["name"]] = {"created_at": row["created_at"],
+                                      "updated_at": row["updated_at"]}  # fmt: skip
+        MASKER.update(self.values.values())
+
+    async def put(self, name: str, value: object) -> bool:
+        if not NAME.fullmatch(name):
+            raise BadRequest(f"secret name {name!r} must be 1-128 letters, digits, '_', '.' or '-'")
+        if not isinstance(value, str) or not value:
+            raise BadRequest('the body must be {"value": "<a non-empty string>"}')
+        if len(value.encode()) > MAX_VALUE or "\x00" in value:
+            raise BadRequest(f"a secret's value must be under {MAX_VALUE} bytes, without NUL")
+        assert self._box is not None
+        nonce, sealed = self._box.seal(name, value)
+        at = time.time_ns()
+        new = await self.store.write(q.put, name, nonce, sealed, at)
+        self.values[name] = value
+        old = self.meta.get(name, {})
+        self.meta[name] = {"created_at": old.get("created_at", at), "updated_at": at}
+        MASKER.update(self.values.values())
+        return new
+
+    async def delete(self, name: str) -> None:
+        if not await self.store.write(q.delete, name):
+            raise NotFound(f"no secret named {name!r}")
+        self.values.pop(name, None)
+        self.meta.pop(name, None)
+        # Still masked: output of jobs that already had it may yet arrive.

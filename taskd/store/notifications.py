@@ -1,0 +1,221 @@
+"""The notification outbox and alert states.
+
+``on_run_end`` runs inside the engine's transaction that ends a run, so the messages it
+queues are committed with the state change that caused them, or not at all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+from taskd.notify import rules
+
+HISTORY = 50  # finished runs looked at for streaks and usual durations
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def on_run_end(db: sqlite3.Connection, run_id: int, at: int) -> int:
+    """Queue what a finished process run sends; returns how many messages were queued."""
+    run = db.execute(
+        "SELECT id, uuid, kind, name, state, started_at, created_at, ended_at FROM runs"
+        " WHERE id = ?", (run_id,),
+    ).fetchone()  # fmt: skip
+    if run is None or run["kind"] != "process":
+        return 0
+    row = db.execute("SELECT doc FROM definitions WHERE name = ?", (run["name"],)).fetchone()
+    if row is None:
+        return 0
+    doc = orjson.loads(row["doc"])
+    channels, alerts = doc.get("notifications") or [], doc.get("alerts") or {}
+    if not channels and not alerts:
+        return 0
+    history = db.execute(
+        "SELECT state, started_at, created_at, ended_at FROM runs WHERE kind = 'process'"
+        " AND name = ? AND id < ? AND state IN ('succeeded', 'failed', 'killed')"
+        " ORDER BY id DESC LIMIT ?", (run["name"], run_id, HISTORY),
+    ).fetchall()  # fmt: skip
+    previous = history[0]["state"] if history else None
+    current = run["state"]
+    before = rules.streak([h["state"] for h in history])
+    failures = before + 1 if current == "failed" else 0
+    payload = {
+        "definition": run["name"], "process_id": run["uuid"], "status": current,
+        "previous_status": previous, "consecutive_failures": failures,
+        "started_at": run["started_at"], "ended_at": run["ended_at"],
+    }  # fmt: skip
+    q = Queue(db, run["name"], run_id, at, channels)
+    for n in channels:
+        ((kind, cfg),) = n.items()
+        if kind == "pagerduty":
+            need = cfg.get("num_consecutive_failures", 1)
+            if current == "failed" and failures >= need:
+                q.add(kind, cfg, "trigger", {**payload, "dedup_key": f"taskd/{run['name']}"})
+            elif current == "succeeded" and before >= need:
+                q.add(kind, cfg, "resolve", {**payload, "dedup_key": f"taskd/{run['name']}"})
+        elif rules.wants(cfg.get("notify_when", "on_state_change_and_failures"), previous, current):
+            q.add(kind, cfg, "notify", payload)
+    need = alerts.get("consecutive_failures")
+    if need:
+        if failures >= need:
+            q.fire("consecutive_failures", f"{failures} runs in a row failed", payload)
+        elif current == "succeeded":
+            q.resolve("consecutive_failures", "a run succeeded", payload)
+    if alerts.get("longer_than_usual") and run["ended_at"] and run["started_at"]:
+        took = (run["ended_at"] - run["started_at"]) / 1e9
+        usual = rules.p95([(h["ended_at"] - h["started_at"]) / 1e9 for h in history
+                           if h["state"] == "succeeded" and h["started_at"] and h["ended_at"]
+                           ][: rules.USUAL_WINDOW])  # fmt: skip
+        if usual is not None and took > usual:
+            q.fire("longer_than_usual", f"ran {took:.1f}s; usually at most {usual:.1f}s", payload)
+        elif usual is not None:
+            q.resolve("longer_than_usual", f"ran {took:.1f}s, within the usual", payload)
+    if current == "succeeded" and alerts.get("dead_man_seconds"):
+        q.resolve("dead_man", "a run succeeded", payload)
+    return q.count
+
+
+class Queue:
+    """Adds outbox rows (and alert state) for one definition inside one transaction."""
+
+    def __init__(self, db: sqlite3.Connection, definition: str, run_id: int | None, at: int,
+                 channels: list[dict[str, Any]]) -> None:  # fmt: skip
+        self.db, self.definition, self.run_id, self.at = db, definition, run_id, at
+        self.channels = channels
+        self.count = 0
+
+    def add(self, kind: str, cfg: dict[str, Any], event: str, payload: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO outbox (definition, run_id, channel, target, event, payload, next_at,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.definition, self.run_id, kind, _dumps(cfg), event, _dumps(payload), self.at,
+             self.at),
+        )  # fmt: skip
+        self.count += 1
+
+    def _broadcast(self, event: str, alert: str, detail: str, payload: dict[str, Any]) -> None:
+        body = {**payload, "alert": alert, "detail": detail,
+                "dedup_key": f"taskd/{self.definition}/{alert}"}  # fmt: skip
+        for n in self.channels:
+            ((kind, cfg),) = n.items()
+            if cfg.get("notify_when") == "never":
+                continue
+            if kind == "pagerduty":
+                self.add(kind, cfg, "trigger" if event == "alert" else "resolve", body)
+            else:
+                self.add(kind, cfg, event, body)
+
+    def fire(self, alert: str, detail: str, payload: dict[str, Any]) -> bool:
+        """Fire ``alert`` unless it already fires (once per episode)."""
+        cur = self.db.execute(
+            "INSERT INTO alerts (definition, kind, state, since, detail)"
+            " VALUES (?, ?, 'firing', ?, ?) ON CONFLICT (definition, kind) DO UPDATE SET"
+            " state = 'firing', since = excluded.since, detail = excluded.detail"
+            " WHERE alerts.state != 'firing'",
+            (self.definition, alert, self.at, detail),
+        )
+        if cur.rowcount:
+            self._broadcast("alert", alert, detail, payload)
+        return bool(cur.rowcount)
+
+    def resolve(self, alert: str, detail: str, payload: dict[str, Any]) -> bool:
+        cur = self.db.execute(
+            "UPDATE alerts SET state = 'resolved', since = ?, detail = ?"
+            " WHERE definition = ? AND kind = ? AND state = 'firing'",
+            (self.at, detail, self.definition, alert),
+        )
+        if cur.rowcount:
+            self._broadcast("alert_resolved", alert, detail, payload)
+        return bool(cur.rowcount)
+
+
+# -- the delivery worker's side -----------------------------------------------------------
+
+
+def due(db: sqlite3.Connection, now: int, limit: int = 50) -> list[sqlite3.Row]:
+    return db.execute(
+        "SELECT * FROM outbox WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, id"
+        " LIMIT ?", (now, limit),
+    ).fetchall()  # fmt: skip
+
+
+def next_due(db: sqlite3.Connection) -> int | None:
+    return db.execute("SELECT MIN(next_at) FROM outbox WHERE state = 'pending'").fetchone()[0]
+
+
+def delivered(db: sqlite3.Connection, outbox_id: int, at: int) -> None:
+    db.execute(
+        "UPDATE outbox SET state = 'delivered', tries = tries + 1, delivered_at = ?,"
+        " last_error = NULL WHERE id = ?", (at, outbox_id),
+    )  # fmt: skip
+
+
+def failed(db: sqlite3.Connection, outbox_id: int, error: str, next_at: int | None) -> None:
+    """A try failed: again at ``next_at``, or given up (None)."""
+    db.execute(
+        "UPDATE outbox SET tries = tries + 1, last_error = ?, next_at = COALESCE(?, next_at),"
+        " state = CASE WHEN ? IS NULL THEN 'failed' ELSE state END WHERE id = ?",
+        (error[:1000], next_at, next_at, outbox_id),
+    )
+
+
+def history(db: sqlite3.Connection, definition: str, limit: int = 100) -> list[dict[str, Any]]:
+    rows = db.execute(
+        "SELECT o.*, r.uuid AS process_id FROM outbox o LEFT JOIN runs r ON r.id = o.run_id"
+        " WHERE o.definition = ? ORDER BY o.id DESC LIMIT ?", (definition, limit),
+    ).fetchall()  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+def alert_rows(db: sqlite3.Connection, definition: str) -> list[dict[str, Any]]:
+    rows = db.execute("SELECT * FROM alerts WHERE definition = ? ORDER BY kind", (definition,))
+    return [dict(r) for r in rows]
+
+
+def check_clock_alerts(db: sqlite3.Connection, now: int) -> tuple[int, int | None]:
+    """Fire or resolve the alerts that time alone triggers (dead man, late start).
+
+    Returns (messages queued, the next time something may fire: ns or None).
+    """
+    queued, soonest = 0, None
+    for d in db.execute("SELECT name, doc, paused, created_at FROM definitions").fetchall():
+        doc = orjson.loads(d["doc"])
+        alerts = doc.get("alerts") or {}
+        dead, late = alerts.get("dead_man_seconds"), alerts.get("late_start_seconds")
+        if (not dead and not late) or d["paused"]:
+            continue
+        q = Queue(db, d["name"], None, now, doc.get("notifications") or [])
+        payload = {"definition": d["name"]}
+        if dead:
+            last = db.execute(
+                "SELECT MAX(ended_at) FROM runs WHERE kind = 'process' AND name = ?"
+                " AND state = 'succeeded'", (d["name"],),
+            ).fetchone()[0]  # fmt: skip
+            deadline = max(last or 0, d["created_at"]) + int(dead * 1e9)
+            if now >= deadline:
+                q.fire("dead_man", f"no successful run for {dead:g} seconds", payload)
+            else:
+                soonest = deadline if soonest is None else min(soonest, deadline)
+        if late:
+            slot = db.execute(
+                "SELECT l.slot, r.started_at FROM ledger l LEFT JOIN runs r ON r.id = l.run_id"
+                " WHERE l.definition = ? AND l.slot <= ? ORDER BY l.slot DESC LIMIT 1",
+                (d["name"], now),
+            ).fetchone()
+            if slot is not None:
+                deadline = slot["slot"] + int(late * 1e9)
+                started = slot["started_at"]
+                if started is not None and started <= deadline:
+                    q.resolve("late_start", "the last slot started in time", payload)
+                elif now >= deadline:
+                    q.fire("late_start", f"a slot did not start within {late:g} seconds",
+                           {**payload, "slot": slot["slot"]})  # fmt: skip
+                else:
+                    soonest = deadline if soonest is None else min(soonest, deadline)
+        queued += q.count
+    return queued, soonest
