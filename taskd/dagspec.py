@@ -26,6 +26,8 @@ import orjson
 from taskd.dag import find_cycle
 from taskd.errors import BadRequest
 from taskd.models import JobSpec, RetryPolicy, TaskTemplate
+from taskd.secrets import MARK as SECRET_MARK
+from taskd.secrets import NAME as SECRET_NAME
 from taskd.validate import type_name
 
 PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
@@ -241,6 +243,8 @@ def parse_job(raw: Any, task: str, errors: list[str], d: TaskDef) -> None:
     elif not isinstance(env, list):
         errors.append(f"{where}.environment must be an array of 'NAME=value' strings")
         env = []
+    if any(isinstance(e, dict) for e in env):
+        env = [secret_entry(e) for e in env]
     for i, entry in enumerate(env):
         if not isinstance(entry, str) or entry.find("=") < 1:
             errors.append(f"{where}.environment[{i}] must be a 'NAME=value' string, got {entry!r}")
@@ -508,6 +512,22 @@ def template(
         "isGenerator": d.generator,
     }
     return TaskTemplate(name, job, retry, d.timeout, False, d.generator, d.name, parents, echo)
+
+
+def secret_entry(entry: Any) -> Any:
+    """``{"name": NAME, "secret": SECRET}``: a variable whose value is a named secret, kept as
+    its reference (the value is put in only when an attempt starts)."""
+    if (
+        isinstance(entry, dict)
+        and set(entry) == {"name", "secret"}
+        and isinstance(entry["name"], str)
+        and isinstance(entry["secret"], str)
+        and SECRET_NAME.fullmatch(entry["secret"])
+        and entry["name"]
+        and "=" not in entry["name"]
+    ):
+        return f"{entry['name']}={SECRET_MARK}{entry['secret']}"
+    return entry
 
 
 def env_pairs(env: list[str]) -> tuple[tuple[str, str], ...]:
