@@ -52,7 +52,7 @@ async def everything_readable(srv: Server, process_id: str) -> str:
         texts.append(str(body))
     _, proc = await srv.request("GET", f"/api/processes/{process_id}")
     for task in proc["task"]:
-        status, body = await srv.request("GET", f"/api/tasks/{task['task_id']}/logs")
+        _, body = await srv.request("GET", f"/api/tasks/{task['task_id']}/logs")
         texts.append(str(body))
     return "\n".join(texts)
 
