@@ -348,5 +348,10 @@ def token_create(db: Path, role: str, name: str) -> None:
     click.echo(asyncio.run(run()))
 
 
+from taskd.ops.commands import doctor, restore  # noqa: E402 (day-2 commands, own module)
+
+main.add_command(doctor)
+main.add_command(restore)
+
 if __name__ == "__main__":
     main()

@@ -50,9 +50,6 @@ def create_app(settings: Settings, lock: DatabaseLock | None = None) -> web.Appl
     from taskd.api import callbacks  # containers' callback listener, started on demand
 
     callbacks.setup(app)
-    from taskd.notify import http as notify_http  # notifications, alerts and secrets
-
-    notify_http.setup(app)
     return app
 
 
@@ -70,5 +67,6 @@ def on_start(app: web.Application, start, stop=None) -> None:
 def families() -> list:
     """The modules whose ``setup(app)`` adds routes: one per API family."""
     from taskd.api import common, dagruns, openapi, processes, tasks, workqueue
+    from taskd.notify import operations  # notifications, alerts and secrets
 
-    return [common, processes, dagruns, tasks, workqueue, openapi]
+    return [common, processes, dagruns, tasks, workqueue, operations, openapi]

@@ -30,6 +30,7 @@ TITLES = {
     "dagruns": ("DAG runs (Daggy)", "Ad-hoc DAGs with parameter expansion and generators."),
     "tasks": ("Container tasks (Drove)", "One-off container tasks created by operations."),
     "workqueue": ("Work queue (task_tracker)", "Projects of opaque tasks leased by workers."),
+    "operations": ("Operations", "Notification history, alerts and named secrets."),
     "openapi": ("API reference", "This document and the page rendered from it."),
 }
 ENVELOPES = {  # family of a path (envelopes.family_of) -> its error envelope

@@ -1,9 +1,10 @@
-"""Routes of notifications and secrets, and their start with the app."""
+"""Routes of notifications, alerts and secrets, and their start with the app."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from taskd.api.apischema import STR, Op, arr, obj
 from taskd.api.guard import access
 from taskd.api.http import json_response, read_json
 from taskd.api.keys import SERVICES
@@ -90,6 +91,28 @@ async def get_secret(request: web.Request) -> web.Response:
 async def delete_secret(request: web.Request) -> web.Response:
     await request.app[SECRETS].delete(request.match_info["name"])
     return web.Response(status=204)
+
+
+NAME = {"name": STR}
+SECRET = obj({"name": STR, "created_at": STR, "updated_at": STR}, ["name"])
+OPENAPI = {
+    "GET /api/process_definitions/{name}/notifications": Op(
+        "A definition's notifications and alerts",
+        description="Every message queued for the definition (newest first) with its delivery"
+        " state (pending, delivered, failed), tries, last error and next try; and its alerts.",
+        path=NAME, extension=True,
+        response=obj({"notifications": arr(obj({})), "alerts": arr(obj({}))}),
+    ),
+    "GET /api/secrets": Op("Secret names", path={}, extension=True,
+                           response=obj({"secrets": arr(SECRET)})),
+    "PUT /api/secrets/{name}": Op(
+        "Create or replace a secret", description="Values are never returned.", path=NAME,
+        body=obj({"value": STR}, ["value"]), status=201, response=SECRET, extension=True,
+    ),
+    "GET /api/secrets/{name}": Op("A secret's name and times", path=NAME, response=SECRET,
+                                  extension=True),
+    "DELETE /api/secrets/{name}": Op("Delete a secret", path=NAME, status=204, extension=True),
+}  # fmt: skip
 
 
 def setup(app: web.Application) -> None:
