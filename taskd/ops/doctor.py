@@ -68,13 +68,24 @@ def check_database(db: Path) -> tuple[Check, str | None]:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        return Check(FAIL, "database", f"{db} cannot be read: {exc}",
-                     "restore the newest backup (taskd restore BACKUP)"), None  # fmt: skip
-    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file()
-               and p.name in (db.name, db.name + "-wal"))  # fmt: skip
+        return Check(
+            FAIL,
+            "database",
+            f"{db} cannot be read: {exc}",
+            "restore the newest backup (taskd restore BACKUP)",
+        ), None
+    size = sum(
+        p.stat().st_size
+        for p in db.parent.glob(db.name + "*")
+        if p.is_file() and p.name in (db.name, db.name + "-wal")
+    )
     if result != ["ok"]:
-        return Check(FAIL, "database", f"integrity check failed: {'; '.join(result[:3])}",
-                     "stop taskd and restore the newest backup (taskd restore BACKUP)"), None  # fmt: skip
+        return Check(
+            FAIL,
+            "database",
+            f"integrity check failed: {'; '.join(result[:3])}",
+            "stop taskd and restore the newest backup (taskd restore BACKUP)",
+        ), None
     return Check(OK, "database", f"integrity ok, schema {version}, {_size(size)}"), (
         row[0] if row else None
     )
@@ -99,8 +110,14 @@ def check_file_modes(db: Path) -> list[Check]:
             continue
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
-            out.append(Check(FAIL, what, f"{path.name} has mode {mode:04o}; others can read it",
-                             f"chmod 600 {path}"))  # fmt: skip
+            out.append(
+                Check(
+                    FAIL,
+                    what,
+                    f"{path.name} has mode {mode:04o}; others can read it",
+                    f"chmod 600 {path}",
+                )
+            )
         else:
             out.append(Check(OK, what, f"{path.name} has mode {mode:04o}"))
     return out
@@ -112,18 +129,35 @@ async def docker_checks(opts: Options, instance: str | None) -> list[Check]:
     try:
         docker = aiodocker.Docker()
     except Exception as exc:
-        return [Check(WARN, "docker", f"no Docker engine configured: {exc}",
-                      "install Docker or set DOCKER_HOST if container jobs are needed")]  # fmt: skip
+        return [
+            Check(
+                WARN,
+                "docker",
+                f"no Docker engine configured: {exc}",
+                "install Docker or set DOCKER_HOST if container jobs are needed",
+            )
+        ]
     out: list[Check] = []
     try:
         try:
             version = await asyncio.wait_for(docker.version(), 10)
             info = await asyncio.wait_for(docker.system.info(), 10)
         except Exception as exc:
-            return [Check(FAIL, "docker", f"the engine does not answer: {exc}",
-                          "start dockerd or fix DOCKER_HOST; container jobs wait meanwhile")]  # fmt: skip
-        out.append(Check(OK, "docker", f"engine {version.get('Version')} (API "
-                                       f"{version.get('ApiVersion')}) reachable"))  # fmt: skip
+            return [
+                Check(
+                    FAIL,
+                    "docker",
+                    f"the engine does not answer: {exc}",
+                    "start dockerd or fix DOCKER_HOST; container jobs wait meanwhile",
+                )
+            ]
+        out.append(
+            Check(
+                OK,
+                "docker",
+                f"engine {version.get('Version')} (API {version.get('ApiVersion')}) reachable",
+            )
+        )
         out.append(clock(info))
         if instance:
             out.append(await orphans(docker, opts.db, instance))
@@ -154,16 +188,23 @@ async def orphans(docker, db: Path, instance: str) -> Check:
     found = await docker.containers.list(all=True, filters=filters)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        active = {r[0] for r in conn.execute(
-            "SELECT uuid FROM attempts WHERE state IN ('starting', 'running')")}  # fmt: skip
+        active = {
+            r[0]
+            for r in conn.execute(
+                "SELECT uuid FROM attempts WHERE state IN ('starting', 'running')"
+            )
+        }
     finally:
         conn.close()
     stray = [c for c in found if (c["Labels"] or {}).get("taskd.attempt") not in active]
     if stray:
         names = ", ".join(c["Id"][:12] for c in stray[:5])
-        return Check(WARN, "orphan containers", f"{len(stray)} of this database's containers "
-                     f"belong to no running attempt ({names})",
-                     "start taskd (it removes them), or: docker rm -f " + names)  # fmt: skip
+        return Check(
+            WARN,
+            "orphan containers",
+            f"{len(stray)} of this database's containers belong to no running attempt ({names})",
+            "start taskd (it removes them), or: docker rm -f " + names,
+        )
     return Check(OK, "orphan containers", f"none ({len(found)} containers of this database)")
 
 
@@ -174,8 +215,12 @@ async def callback(docker, opts: Options) -> Check:
             net = await docker.networks.get(opts.network)
             gateway = (await net.show())["IPAM"]["Config"][0]["Gateway"]
         except Exception as exc:
-            return Check(WARN, "container callback", f"no gateway on network {opts.network}: "
-                         f"{exc}", "give --url (TASKD_URL as containers see it)")  # fmt: skip
+            return Check(
+                WARN,
+                "container callback",
+                f"no gateway on network {opts.network}: {exc}",
+                "give --url (TASKD_URL as containers see it)",
+            )
         url = f"http://{gateway}:{opts.port}"
     config = {
         "Image": opts.image,
@@ -191,13 +236,21 @@ async def callback(docker, opts: Options) -> Check:
         finally:
             await container.delete(force=True)
     except Exception as exc:
-        return Check(WARN, "container callback", f"could not start a test container ({opts.image}): {exc}",
-                     "pull the image, or give --image")  # fmt: skip
+        return Check(
+            WARN,
+            "container callback",
+            f"could not start a test container ({opts.image}): {exc}",
+            "pull the image, or give --image",
+        )
     if result.get("StatusCode") == 0:
         return Check(OK, "container callback", f"a container reached {url}")
-    return Check(FAIL, "container callback", f"a container on {opts.network} cannot reach {url}: "
-                 f"{logs.strip()[:200] or 'exit ' + str(result.get('StatusCode'))}",
-                 "set --public-url to an address containers reach, or check the firewall")  # fmt: skip
+    return Check(
+        FAIL,
+        "container callback",
+        f"a container on {opts.network} cannot reach {url}: "
+        f"{logs.strip()[:200] or 'exit ' + str(result.get('StatusCode'))}",
+        "set --public-url to an address containers reach, or check the firewall",
+    )
 
 
 async def run_checks(opts: Options) -> list[Check]:

@@ -48,7 +48,7 @@ async def everything_readable(srv: Server, process_id: str) -> str:
     for path in ("/api/process_definitions/withsecret", f"/api/processes/{process_id}",
                  "/api/tasks/?process_definition_name=withsecret", "/api/secrets",
                  "/api/secrets/db", "/v1/dagruns", "/apis/v1/tasks"):  # fmt: skip
-        status, body = await srv.request("GET", path)
+        _, body = await srv.request("GET", path)
         texts.append(str(body))
     _, proc = await srv.request("GET", f"/api/processes/{process_id}")
     for task in proc["task"]:
