@@ -19,6 +19,7 @@ from pathlib import Path
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CLOCK_WARN = 2.0  # seconds of offset from the Docker engine's clock
+CALLBACK_WAIT = 20.0  # seconds the test container may take to reach taskd
 
 
 @dataclass(frozen=True)
@@ -224,33 +225,37 @@ async def callback(docker, opts: Options) -> Check:
         url = f"http://{gateway}:{opts.port}"
     config = {
         "Image": opts.image,
-        "Cmd": ["wget", "-q", "-T", "5", "-O", "-", f"{url.rstrip('/')}/ready"],
+        "Cmd": ["wget", "-q", "-O", "-", f"{url.rstrip('/')}/ready"],
         "Labels": {"taskd.doctor": "1"},
         "HostConfig": {"NetworkMode": opts.network},
     }
     try:
         container = await docker.containers.run(config=config)
-        try:
-            result = await asyncio.wait_for(container.wait(), 30)
-            logs = "".join(await container.log(stdout=True, stderr=True))
-        finally:
-            await container.delete(force=True)
     except Exception as exc:
-        return Check(
-            WARN,
-            "container callback",
-            f"could not start a test container ({opts.image}): {exc}",
-            "pull the image, or give --image",
-        )
+        return Check(WARN, "container callback",
+                     f"could not start a test container ({opts.image}): {exc}",
+                     "pull the image, or give --image")  # fmt: skip
+    try:
+        try:
+            result = await asyncio.wait_for(container.wait(), CALLBACK_WAIT)
+        except TimeoutError:
+            result = {"StatusCode": None}
+        logs = "".join(await container.log(stdout=True, stderr=True))
+    finally:
+        await container.delete(force=True)
     if result.get("StatusCode") == 0:
         return Check(OK, "container callback", f"a container reached {url}")
     return Check(
         FAIL,
         "container callback",
         f"a container on {opts.network} cannot reach {url}: "
-        f"{logs.strip()[:200] or 'exit ' + str(result.get('StatusCode'))}",
+        f"{logs.strip()[:200] or why(result.get('StatusCode'))}",
         "set --public-url to an address containers reach, or check the firewall",
     )
+
+
+def why(code: int | None) -> str:
+    return f"no answer within {CALLBACK_WAIT:g} s" if code is None else f"wget exited {code}"
 
 
 async def run_checks(opts: Options) -> list[Check]:
