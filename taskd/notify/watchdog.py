@@ -25,8 +25,9 @@ class Watchdog:
     async def loop(self) -> None:
         while True:
             self.wake.clear()
-            count, soonest = await self.store.write(q.check_clock_alerts, time.time_ns())
-            if count:
+            now = time.time_ns()
+            actions, soonest = await self.store.read(q.clock_alerts, now)
+            if actions and await self.store.write(q.apply_clock_alerts, actions, now):
                 self.queued()
             timeout = RECHECK
             if soonest is not None:

@@ -177,19 +177,24 @@ def alert_rows(db: sqlite3.Connection, definition: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def check_clock_alerts(db: sqlite3.Connection, now: int) -> tuple[int, int | None]:
-    """Fire or resolve the alerts that time alone triggers (dead man, late start).
+def clock_alerts(db: sqlite3.Connection, now: int) -> tuple[list[tuple], int | None]:
+    """What time alone changes in the alerts (dead man, late start), read-only.
 
-    Returns (messages queued, the next time something may fire: ns or None).
+    Returns (actions (definition, fire|resolve, kind, detail, payload), the next time one may
+    fire: ns or None). ``apply_clock_alerts`` writes them; firing and resolving are
+    conditional, so an action made stale by a concurrent run's end changes nothing.
     """
-    queued, soonest = 0, None
-    for d in db.execute("SELECT name, doc, paused, created_at FROM definitions").fetchall():
-        doc = orjson.loads(d["doc"])
-        alerts = doc.get("alerts") or {}
+    actions: list[tuple] = []
+    soonest = None
+    rows = db.execute(
+        "SELECT d.name, d.doc, d.created_at FROM definitions d WHERE d.paused = 0 AND"
+        " (instr(d.doc, '\"dead_man_seconds\"') OR instr(d.doc, '\"late_start_seconds\"'))"
+    ).fetchall()
+    firing = {(r["definition"], r["kind"]) for r in db.execute(
+        "SELECT definition, kind FROM alerts WHERE state = 'firing'")}  # fmt: skip
+    for d in rows:
+        alerts = orjson.loads(d["doc"]).get("alerts") or {}
         dead, late = alerts.get("dead_man_seconds"), alerts.get("late_start_seconds")
-        if (not dead and not late) or d["paused"]:
-            continue
-        q = Queue(db, d["name"], None, now, doc.get("notifications") or [])
         payload = {"definition": d["name"]}
         if dead:
             last = db.execute(
@@ -197,25 +202,43 @@ def check_clock_alerts(db: sqlite3.Connection, now: int) -> tuple[int, int | Non
                 " AND state = 'succeeded'", (d["name"],),
             ).fetchone()[0]  # fmt: skip
             deadline = max(last or 0, d["created_at"]) + int(dead * 1e9)
-            if now >= deadline:
-                q.fire("dead_man", f"no successful run for {dead:g} seconds", payload)
-            else:
+            if now < deadline:
                 soonest = deadline if soonest is None else min(soonest, deadline)
+            elif (d["name"], "dead_man") not in firing:
+                actions.append((d["name"], "fire", "dead_man",
+                                f"no successful run for {dead:g} seconds", payload))  # fmt: skip
         if late:
             slot = db.execute(
                 "SELECT l.slot, r.started_at FROM ledger l LEFT JOIN runs r ON r.id = l.run_id"
                 " WHERE l.definition = ? AND l.slot <= ? ORDER BY l.slot DESC LIMIT 1",
                 (d["name"], now),
             ).fetchone()
-            if slot is not None:
-                deadline = slot["slot"] + int(late * 1e9)
-                started = slot["started_at"]
-                if started is not None and started <= deadline:
-                    q.resolve("late_start", "the last slot started in time", payload)
-                elif now >= deadline:
-                    q.fire("late_start", f"a slot did not start within {late:g} seconds",
-                           {**payload, "slot": slot["slot"]})  # fmt: skip
-                else:
-                    soonest = deadline if soonest is None else min(soonest, deadline)
+            if slot is None:
+                continue
+            deadline = slot["slot"] + int(late * 1e9)
+            started = slot["started_at"]
+            on_time = started is not None and started <= deadline
+            is_firing = (d["name"], "late_start") in firing
+            if on_time and is_firing:
+                actions.append((d["name"], "resolve", "late_start",
+                                "the last slot started in time", payload))  # fmt: skip
+            elif not on_time and now >= deadline and not is_firing:
+                actions.append((d["name"], "fire", "late_start",
+                                f"a slot did not start within {late:g} seconds",
+                                {**payload, "slot": slot["slot"]}))  # fmt: skip
+            elif not on_time and now < deadline:
+                soonest = deadline if soonest is None else min(soonest, deadline)
+    return actions, soonest
+
+
+def apply_clock_alerts(db: sqlite3.Connection, actions: list[tuple], now: int) -> int:
+    """Fire and resolve what ``clock_alerts`` found; returns the messages queued."""
+    queued = 0
+    for name, action, kind, detail, payload in actions:
+        row = db.execute("SELECT doc FROM definitions WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            continue
+        q = Queue(db, name, None, now, orjson.loads(row["doc"]).get("notifications") or [])
+        (q.fire if action == "fire" else q.resolve)(kind, detail, payload)
         queued += q.count
-    return queued, soonest
+    return queued
