@@ -130,7 +130,7 @@ def setup(app: web.Application) -> None:
         engine.secret_values = secrets.values
         notifier = Notifier(services.store, settings, services.instance, secrets.values)
         app[NOTIFIER] = notifier
-        watchdog = Watchdog(services.store, notifier.wake.set)
+        watchdog = Watchdog(services.store, notifier.wake.set, settings.keep_runs_days)
         engine.run_end_writes.append(q.on_run_end)
         # The outbox rows are committed with the run's end; only then is the worker woken.
         engine.run_finished.append(lambda run: (notifier.wake.set(), watchdog.wake.set()))

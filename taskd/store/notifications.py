@@ -242,3 +242,16 @@ def apply_clock_alerts(db: sqlite3.Connection, actions: list[tuple], now: int) -
         (q.fire if action == "fire" else q.resolve)(kind, detail, payload)
         queued += q.count
     return queued
+
+
+def oldest_done(db: sqlite3.Connection) -> int | None:
+    """When the oldest message that is no longer pending was queued."""
+    return db.execute("SELECT MIN(created_at) FROM outbox WHERE state != 'pending'").fetchone()[0]
+
+
+def prune(db: sqlite3.Connection, before: int, limit: int = 500) -> int:
+    """Delete up to ``limit`` delivered or given-up messages queued before ``before``."""
+    return db.execute(
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state != 'pending'"
+        " AND created_at < ? ORDER BY id LIMIT ?)", (before, limit),
+    ).rowcount  # fmt: skip

@@ -1,6 +1,6 @@
 -- Notifications leave through an outbox: a row is written in the same transaction as the run's
 -- end that caused it, and a delivery worker sends it (at least once) and marks it delivered.
-CREATE TABLE outbox (
+CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
     definition TEXT NOT NULL,
     run_id INTEGER,
@@ -15,11 +15,11 @@ CREATE TABLE outbox (
     created_at INTEGER NOT NULL,
     delivered_at INTEGER
 );
-CREATE INDEX outbox_due ON outbox (next_at) WHERE state = 'pending';
-CREATE INDEX outbox_definition ON outbox (definition, id);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_definition ON outbox (definition, id);
 
 -- One row per (definition, alert kind) while it fires; resolved rows stay as history.
-CREATE TABLE alerts (
+CREATE TABLE IF NOT EXISTS alerts (
     definition TEXT NOT NULL,
     kind TEXT NOT NULL,             -- late_start | dead_man | consecutive_failures | longer_than_usual
     state TEXT NOT NULL,            -- firing | resolved
@@ -29,7 +29,7 @@ CREATE TABLE alerts (
 );
 
 -- Named secrets, encrypted (AES-GCM) with a key kept outside the database.
-CREATE TABLE secrets (
+CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     nonce BLOB NOT NULL,
     value BLOB NOT NULL,
