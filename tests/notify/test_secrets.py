@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import os
 import stat
+import uuid
 
 import pytest
 
@@ -79,7 +80,19 @@ async def test_a_secret_reaches_a_local_job_and_is_masked_everywhere(tmp_path):
         proc = await finished(srv, "withsecret")
         assert proc["status"] == "succeeded"  # the job saw the real value
 
+        # What a job posts (log entries, metadata) is masked as it is stored.
+        task_id = proc["task"][0]["task_id"]
+        for kind, fields in (
+            ("log_entries", {"source": "job", "message": f"connect {VALUE}"}),
+            ("metadata", {"key": "dsn", "value": f"pg://u:{VALUE}@db"}),
+        ):
+            id_key = "log_entry_id" if kind == "log_entries" else "metadata_entry_id"
+            entry = {id_key: str(uuid.uuid4()), "when": "2026-01-01T00:00:00.000Z", **fields}
+            status, body = await srv.request("POST", f"/api/tasks/{task_id}/{kind}", json=[entry])
+            assert status == 204, body
         seen = await everything_readable(srv, proc["process_id"])
+        assert "connect " + "*" * len(VALUE) in seen
+        assert "pg://u:" + "*" * len(VALUE) + "@db" in seen
         assert VALUE not in seen
         assert "pw=" + "*" * len(VALUE) in seen  # masked, not dropped
         assert "split=" + "*" * len(VALUE) in seen
