@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
+
 from taskd.errors import BadRequest, NotFound
 from taskd.secrets import MASKER, NAME
-from taskd.secrets.box import Box, load_or_create_key
+from taskd.secrets.box import Box, SecretsKeyError, load_or_create_key
 from taskd.store import Store
 from taskd.store import secrets as q
 
@@ -26,9 +28,23 @@ class Secrets:
 
     async def start(self) -> None:
         """Open (or make) the key and load every secret."""
+        rows = await self.store.read(q.all_rows)
+        if rows and not self.key_file.exists():
+            # A new key could open none of them: say so instead of starting without them.
+            raise SecretsKeyError(
+                f"the database holds {len(rows)} secrets but their key {self.key_file} is"
+                " missing; put back the key they were sealed with (--secrets-key-file)"
+            )
         self._box = Box(load_or_create_key(self.key_file))
-        for row in await self.store.read(q.all_rows):
-            self.values[row["name"]] = self._box.open(row["name"], row["nonce"], row["value"])
+        for row in rows:
+            try:
+                value = self._box.open(row["name"], row["nonce"], row["value"])
+            except InvalidTag:
+                raise SecretsKeyError(
+                    f"secret {row['name']!r} cannot be opened with the key in {self.key_file};"
+                    " is it the key the database was made with?"
+                ) from None
+            self.values[row["name"]] = value
             self.meta[row["name"]] = {"created_at": row["created_at"],
                                       "updated_at": row["updated_at"]}  # fmt: skip
         MASKER.update(self.values.values())

@@ -199,3 +199,27 @@ async def test_a_secret_reaches_a_container_and_is_masked(tmp_path):
         assert out == "pw=" + "*" * len(VALUE) + "\n"
     finally:
         srv.stop()
+
+
+async def test_a_missing_or_wrong_key_refuses_the_start_with_a_clear_message(tmp_path):
+    srv = Server(tmp_path)
+    try:
+        await srv.start()
+        await srv.request("PUT", "/api/secrets/db", json={"value": VALUE})
+        srv.terminate()
+        key = tmp_path / "taskd.db.key"
+        original = key.read_bytes()
+        key.unlink()
+        with pytest.raises(RuntimeError, match="is missing"):
+            await srv.start()
+        assert not key.exists()  # no new key made that could open nothing
+        key.write_text("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
+        os.chmod(key, 0o600)
+        with pytest.raises(RuntimeError, match="cannot be opened"):
+            await srv.start()
+        key.write_bytes(original)
+        await srv.start()
+        status, body = await srv.request("GET", "/api/secrets/db")
+        assert status == 200 and body["name"] == "db"
+    finally:
+        srv.stop()
