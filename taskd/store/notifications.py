@@ -36,9 +36,10 @@ def on_run_end(db: sqlite3.Connection, run_id: int, at: int) -> int:
     if not channels and not alerts:
         return 0
     history = db.execute(
+        # "+": walk this name's runs newest first (runs_kind_name), never all runs in a state.
         "SELECT state, started_at, created_at, ended_at FROM runs WHERE kind = 'process'"
-        " AND name = ? AND id < ? AND state IN ('succeeded', 'failed', 'killed')"
-        " ORDER BY id DESC LIMIT ?", (run["name"], run_id, HISTORY),
+        " AND name = ? AND +id < ? AND +state IN ('succeeded', 'failed', 'killed')"
+        " ORDER BY created_at DESC, id DESC LIMIT ?", (run["name"], run_id, HISTORY),
     ).fetchall()  # fmt: skip
     previous = history[0]["state"] if history else None
     current = run["state"]
@@ -198,9 +199,10 @@ def clock_alerts(db: sqlite3.Connection, now: int) -> tuple[list[tuple], int | N
         payload = {"definition": d["name"]}
         if dead:
             last = db.execute(
-                "SELECT MAX(ended_at) FROM runs WHERE kind = 'process' AND name = ?"
-                " AND state = 'succeeded'", (d["name"],),
-            ).fetchone()[0]  # fmt: skip
+                "SELECT ended_at FROM runs WHERE kind = 'process' AND name = ?"
+                " AND +state = 'succeeded' ORDER BY created_at DESC LIMIT 1", (d["name"],),
+            ).fetchone()  # fmt: skip
+            last = last[0] if last else None
             deadline = max(last or 0, d["created_at"]) + int(dead * 1e9)
             if now < deadline:
                 soonest = deadline if soonest is None else min(soonest, deadline)
