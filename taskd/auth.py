@@ -50,7 +50,10 @@ def load_admin_token(configured: str | None, token_file: Path) -> tuple[str, boo
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: admin, viewer, task (with its attempt) or nobody."""
+    """Who is calling: admin, viewer, task (with its attempt) or nobody.
+
+    ``ended_task`` is the token of an attempt that has finished: known, but good for nothing.
+    """
 
     role: str
     attempt_uuid: str | None = None
@@ -90,9 +93,12 @@ class Authenticator:
             return Principal(role)
         attempt_uuid, dot, _ = token.partition(".")
         if dot:
-            stored = await self.store.read(tokens.attempt_token_hash, attempt_uuid)
-            if stored is not None and hmac.compare_digest(stored, hashed):
-                return Principal("task", attempt_uuid=attempt_uuid)
+            found = await self.store.read(tokens.attempt_token, attempt_uuid)
+            if found is not None and hmac.compare_digest(found[0], hashed):
+                # A task token is good while its attempt runs: a late callback of a finished
+                # attempt (a stray process, a leaked token) must not change what was stored.
+                role = "task" if found[1] else "ended_task"
+                return Principal(role, attempt_uuid=attempt_uuid)
         return ANONYMOUS
 
 

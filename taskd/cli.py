@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -57,6 +59,12 @@ DB_OPTION = click.option(
     "--admin-token",
     envvar="TASKD_ADMIN_TOKEN",
     help="Admin credential; generated and saved beside the database when absent.",
+)
+@click.option(
+    "--admin-token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="TASKD_ADMIN_TOKEN_FILE",
+    help="Read the admin credential from this file (unlike --admin-token, not shown by ps).",
 )
 @click.option(
     "--public-url",
@@ -207,6 +215,62 @@ DB_OPTION = click.option(
     help="Larger request bodies are refused (413).",
 )
 @click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    envvar="TASKD_HEADER_TIMEOUT",
+    help="Seconds a client may take to send a request head (and may stay idle between two).",
+)
+@click.option(
+    "--body-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    envvar="TASKD_BODY_TIMEOUT",
+    help="Seconds a client may take to send a request body.",
+)
+@click.option(
+    "--max-connections",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(8),
+    envvar="TASKD_MAX_CONNECTIONS",
+    help="Open client connections at most (kept below the open-file limit).",
+)
+@click.option(
+    "--max-follows",
+    default=256,
+    show_default=True,
+    type=click.IntRange(1),
+    envvar="TASKD_MAX_FOLLOWS",
+    help="Log-follow streams open at once, in total.",
+)
+@click.option(
+    "--max-follows-per-credential",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    envvar="TASKD_MAX_FOLLOWS_PER_CREDENTIAL",
+    help="Log-follow streams one credential may hold open.",
+)
+@click.option(
+    "--viewer-max-dag-tasks",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1),
+    envvar="TASKD_VIEWER_MAX_DAG_TASKS",
+    help="Tasks a DAG a viewer validates may expand to (admins: 200,000).",
+)
+@click.option(
+    "--idempotency-window",
+    default=86400.0,
+    show_default=True,
+    type=click.FloatRange(60),
+    envvar="TASKD_IDEMPOTENCY_WINDOW",
+    help="Seconds an Idempotency-Key and its answer are kept.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["human", "json"]),
     default="human",
@@ -249,11 +313,20 @@ def serve(**opts) -> None:
         queue_default_lease=opts["queue_default_lease"],
         queue_open_registration=opts["queue_open_registration"],
         daggy_anonymous=opts["daggy_anonymous"],
+        header_timeout=opts["header_timeout"], body_timeout=opts["body_timeout"],
+        max_connections=opts["max_connections"], max_follows=opts["max_follows"],
+        max_follows_per_credential=opts["max_follows_per_credential"],
+        viewer_max_dag_tasks=opts["viewer_max_dag_tasks"],
+        idempotency_window=opts["idempotency_window"],
         smtp_host=opts["smtp_host"], smtp_port=opts["smtp_port"], smtp_from=opts["smtp_from"],
         smtp_user=opts["smtp_user"], smtp_password=opts["smtp_password"],
         smtp_starttls=opts["smtp_starttls"], pagerduty_url=opts["pagerduty_url"],
         secrets_key_file=opts["secrets_key_file"],
     )  # fmt: skip
+    if opts["admin_token_file"] is not None:
+        settings = dataclasses.replace(
+            settings, admin_token=admin_token_from(opts["admin_token_file"], opts["admin_token"])
+        )
     if settings.admin_token and not settings.admin_token.strip():
         raise click.UsageError("the admin token is blank; give a real secret, or none at all")
     if settings.daggy_anonymous and not settings.loopback:
@@ -268,29 +341,29 @@ def serve(**opts) -> None:
     if not settings.loopback and not settings.admin_token:
         raise click.UsageError(
             f"refusing to listen on {settings.host} without credentials: anyone who can reach "
-            "taskd can run containers as root. Set --admin-token (or TASKD_ADMIN_TOKEN), or "
+            "taskd can run containers as root. Set --admin-token-file (or TASKD_ADMIN_TOKEN), or "
             "bind 127.0.0.1."
         )
-    from aiohttp import web
-
     from taskd.api import create_app
+    from taskd.api.serving import serve as serve_app
     from taskd.errors import TaskdError
     from taskd.startup import StartupError, prepare
+    from taskd.store.db import check_location
 
     try:
         # Everything that can refuse a start is checked before a file is made or a token shown.
+        check_location(settings.db)
         prepared = prepare(settings)
     except StartupError as exc:
         fail(str(exc))
+    except TaskdError as exc:
+        fail(exc.message)
 
-    def started(_: str) -> None:  # aiohttp calls this once the app has started and listens
+    def started() -> None:  # once the app has started and listens
         structlog.get_logger("taskd").info("taskd serving", url=settings.url, db=str(settings.db))
 
     try:
-        web.run_app(
-            create_app(settings, lock=prepared.lock), sock=prepared.sockets, print=started,
-            access_log=None, shutdown_timeout=2.0,
-        )  # fmt: skip
+        serve_app(create_app(settings, lock=prepared.lock), settings, prepared.sockets, started)
     except (TaskdError, OSError) as exc:  # the store refused to open after the checks passed
         fail(getattr(exc, "message", None) or str(exc))
     finally:
@@ -303,6 +376,23 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+def admin_token_from(path: Path, given: str | None) -> str:
+    """The admin token kept in ``path``: one line, readable by its owner only."""
+    if given:
+        raise click.UsageError("give --admin-token or --admin-token-file, not both")
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise click.UsageError(f"cannot read the admin token file {path}: {exc}") from None
+    if not token:
+        raise click.UsageError(f"the admin token file {path} is empty")
+    if path.stat().st_mode & 0o077:
+        structlog.get_logger("taskd").warning(
+            "the admin token file can be read by other users; chmod 600 it", path=str(path)
+        )
+    return token
+
+
 @main.command()
 @DB_OPTION
 @click.argument("dest", type=click.Path(path_type=Path))
@@ -312,6 +402,8 @@ def backup(db: Path, dest: Path) -> None:
         raise click.ClickException(f"no database at {db}")
     if dest.exists():
         raise click.ClickException(f"{dest} exists; refusing to overwrite it")
+    # The copy holds what the database holds (queue secrets among it): its owner's only.
+    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     src = sqlite3.connect(str(db))
     out = sqlite3.connect(str(dest))
     try:

@@ -108,6 +108,13 @@ class Settings:
 
     # http
     max_body_bytes: int = 10 << 20
+    header_timeout: float = 10.0  # seconds a request head may take (and an idle keep-alive)
+    body_timeout: float = 30.0  # seconds an authorised request's body may take
+    max_connections: int = 1024  # open client connections; kept below the file limit
+    max_follows: int = 256  # log-follow streams open at once, in total
+    max_follows_per_credential: int = 16  # ... and per credential
+    viewer_max_dag_tasks: int = 10_000  # what a DAG a viewer validates may expand to
+    idempotency_window: float = 86400.0  # seconds an Idempotency-Key is remembered
     log_format: str = "human"
     log_level: str = "info"
 

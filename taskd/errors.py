@@ -51,6 +51,11 @@ class TooLarge(TaskdError):
     code = "too_large"
 
 
+class UnsupportedMediaType(TaskdError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class RateLimited(TaskdError):
     status = 429
     code = "rate_limited"
@@ -71,7 +76,8 @@ class RunnerError(TaskdError):
 
 
 class Unavailable(TaskdError):
-    """taskd cannot take this now (shutting down, a part of it down); try again later."""
+    """taskd cannot take this now (shutting down, a part of it down, at a limit that protects
+    everyone such as open log streams); try again later."""
 
     status = 503
     code = "unavailable"

@@ -30,10 +30,9 @@ class SmallDisk:
         if os.geteuid() != 0:
             pytest.skip("mounting a small filesystem needs root")
         self.path.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={self.size_mb}m", "tmpfs", str(self.path)],
-            check=True,
-        )
+        # mode=0700: a tmpfs is world-writable by default, and taskd refuses such a directory.
+        options = f"size={self.size_mb}m,mode=0700"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(self.path)], check=True)
 
     def unmount(self) -> None:
         subprocess.run(["umount", "-l", str(self.path)], check=False)

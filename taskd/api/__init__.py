@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from taskd.api import envelopes, guard
+from taskd.api import envelopes, guard, idempotency, serving
 from taskd.api.keys import SERVICES
 from taskd.config import Settings
 from taskd.services import Services
@@ -22,8 +22,13 @@ def create_app(settings: Settings, lock: DatabaseLock | None = None) -> web.Appl
     """
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[envelopes.errors_middleware, guard.auth_middleware],
-    )
+        middlewares=[
+            serving.busy_middleware, envelopes.errors_middleware, guard.auth_middleware,
+            serving.body_middleware,
+        ],
+    )  # fmt: skip
+    serving.install(app, settings)
+    guard.install(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = await Services.open(settings, lock)
@@ -45,6 +50,7 @@ def create_app(settings: Settings, lock: DatabaseLock | None = None) -> web.Appl
             await services.close()
 
     app.cleanup_ctx.append(lifecycle)
+    idempotency.setup(app)
     for family in families():
         family.setup(app)
     from taskd.api import callbacks  # containers' callback listener, started on demand

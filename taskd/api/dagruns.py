@@ -17,9 +17,10 @@ import structlog
 from aiohttp import web
 
 from taskd import dagspec
-from taskd.api import on_start
+from taskd.api import dagbudget, on_start
 from taskd.api.guard import access
 from taskd.api.http import json_response, query_bool, read_json
+from taskd.api.idempotency import DAGRUN, idempotent
 from taskd.api.keys import SERVICES
 from taskd.engine.core import Engine, GeneratorHook
 from taskd.engine.graph import TaskNode
@@ -135,22 +136,35 @@ def summary_json(r: dq.RunSummary) -> dict[str, Any]:
 # -- services -----------------------------------------------------------------------------
 
 
-async def checked_spec(request: web.Request) -> dagspec.DagSpec:
-    """The request's DAG, valid and able to run on this host, or BadRequest with every reason."""
+async def checked_spec(request: web.Request, *, keep: bool = True) -> dagspec.DagSpec | None:
+    """The request's DAG, valid and able to run on this host, or BadRequest with every reason.
+
+    With ``keep=False`` (validation only) nothing is returned, and a large expansion is also
+    freed off the event loop.
+    """
     engine = request.app[SERVICES].engine
     try:
         body = await read_json(request)
     except BadRequest as exc:  # Daggy clients get a list of errors whatever was wrong
         raise BadRequest(exc.message, details=[exc.message]) from None
-    if (request.content_length or 0) > BIG_BODY:
-        # Thousands of tasks take a while to check; other requests go on meanwhile.
-        spec = await asyncio.to_thread(dagspec.parse_spec, body)
-    else:
+
+    def check() -> dagspec.DagSpec | None:
         spec = dagspec.parse_spec(body)
-    errors = engine.refusal(spec.tasks)
-    if errors:
-        raise BadRequest("invalid DAG: a task can never run on this host", details=errors)
-    return spec
+        errors = engine.refusal(spec.tasks)
+        if errors or not keep:
+            dagbudget.release(spec.tasks)  # freed here, not on the event loop
+        if errors:
+            raise BadRequest("invalid DAG: a task can never run on this host", details=errors)
+        return spec if keep else None
+
+    def check_off_loop() -> dagspec.DagSpec | None:
+        with dagbudget.collector_paused():
+            return check()
+
+    if await dagbudget.off_loop(request, body) or (request.content_length or 0) > BIG_BODY:
+        # Thousands of tasks take a while to check; other requests go on meanwhile.
+        return await asyncio.to_thread(check_off_loop)
+    return check()
 
 
 def generator_hook(engine: Engine) -> GeneratorHook:
@@ -198,9 +212,11 @@ async def list_runs(request: web.Request) -> web.Response:
 @routes.post("/v1/dagrun")
 @routes.post("/v1/dagrun/")
 @access("admin")
+@idempotent(DAGRUN)
 async def submit(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     spec = await checked_spec(request)
+    assert spec is not None
     plan = RunPlan(kind=RunKind.DAG, name=spec.tag, trigger=Trigger.API, uuid=str(uuid.uuid4()),
                    tasks=spec.tasks, params=spec.parameters)  # fmt: skip
     numbers: list[int] = []
@@ -213,7 +229,7 @@ async def submit(request: web.Request) -> web.Response:
 async def validate(request: web.Request) -> web.Response:
     """``{"valid": true}``, or 400 with ``{"valid": false, "errors": [...]}``."""
     try:
-        await checked_spec(request)
+        await checked_spec(request, keep=False)
     except BadRequest as exc:
         body = {"valid": False, "error": exc.message, "errors": exc.details or [exc.message]}
         return json_response(body, status=400)

@@ -66,7 +66,10 @@ def render(request: web.Request, err: TaskdError) -> web.Response:
     body = error_body(family, err.status, err.code, err.message, err.details, err.extra)
     headers = {}
     if err.status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="taskd"' if family == "drove" else "Bearer"
+        # Never "Basic": that challenge makes a browser prompt for (and then cache) a password.
+        headers["WWW-Authenticate"] = 'Bearer realm="taskd"'
+    if err.status == 503 and "retry_after" in err.extra:
+        headers["Retry-After"] = str(err.extra["retry_after"])
     return json_response(body, status=err.status, headers=headers)
 
 
@@ -78,6 +81,7 @@ HTTP_CODES = {
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_media_type",
+    408: "request_timeout",
 }
 
 

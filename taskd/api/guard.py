@@ -3,6 +3,11 @@
 Levels: ``public`` (anyone), ``read`` (a viewer or admin token), ``admin``, ``task`` (admin, or
 the task token of the attempt named by the route's ``task_id``). Worker routes of the work
 queue are ``public`` here and authenticate workers themselves (X-Worker-ID / X-Secret).
+
+Browsers: a token comes as ``Authorization: Bearer``, which no cross-site page can make a
+browser send. HTTP Basic, which browsers cache and replay on their own, is accepted only on
+Drove's routes (its clients send it), no reply ever asks a browser to prompt for it, and
+requests carrying such ambient credentials must send JSON as JSON (see ``read_json``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ def presented_token(request: web.Request) -> str | None:
     scheme = scheme.lower()
     if scheme == "bearer":
         return value.strip() or None
-    if scheme == "basic":
+    if scheme == "basic" and family_of(request.path) == "drove":
         try:
             user, _, password = base64.b64decode(value.strip()).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
@@ -110,9 +115,44 @@ async def auth_middleware(
         return await handler(request)
     if level == "task" and who.role == "task" and who.attempt_uuid == match.get("task_id"):
         return await handler(request)
+    if who.role == "ended_task":
+        raise Unauthorized(
+            "this task token belongs to an attempt that has finished; it no longer works"
+        )
     if who.role == "anonymous":
+        if family_of(request.path) == "drove":
+            raise Unauthorized(
+                "credentials required: send 'Authorization: Bearer <token>' "
+                "(or HTTP Basic admin:<token>)" + drove_default_hint(request)
+            )
         raise Unauthorized(
             "credentials required: send 'Authorization: Bearer <token>' "
-            "(or HTTP Basic admin:<token>)" + drove_default_hint(request) + daggy_hint(request)
+            "(HTTP Basic is accepted only on Drove's /apis/ routes)" + daggy_hint(request)
         )
     raise Forbidden("these credentials may not do this")
+
+
+# Sent with every reply: nothing taskd serves may be framed, sniffed, cached or leak a referrer.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+CSP_API = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+CSP_PAGE = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; " \
+    "base-uri 'none'; form-action 'none'"  # fmt: skip
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    page = response.content_type == "text/html"
+    headers.setdefault("Content-Security-Policy", CSP_PAGE if page else CSP_API)
+    headers.setdefault("Cache-Control", "no-store")
+
+
+def install(app: web.Application) -> None:
+    """Security headers on every reply, errors and streams included."""
+    app.on_response_prepare.append(add_security_headers)

@@ -14,6 +14,7 @@ from aiohttp import web
 from taskd import definitions as defs
 from taskd.api.guard import access
 from taskd.api.http import json_response, query_int, read_json
+from taskd.api.idempotency import TRIGGER, idempotent
 from taskd.api.keys import SERVICES
 from taskd.api.tasklogs import stream_output
 from taskd.errors import BadRequest
@@ -172,6 +173,7 @@ async def delete_definition(request: web.Request) -> web.Response:
 
 @routes.post("/api/process_definitions/{name}/trigger")
 @access("admin")
+@idempotent(TRIGGER)
 async def trigger(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     task = request.query.get("task_definition_name") or None

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from taskd.api.keys import SERVICES
+from taskd.api.serving import FOLLOWS, credential_of
 from taskd.errors import BadRequest
 from taskd.store import output as oq
 
@@ -19,6 +20,7 @@ STREAM_CHOICES = {
     "all": ("stdout", "stderr", "executor"),
 }
 FOLLOW_IDLE = 15.0  # seconds between checks that the attempt is still running
+LIVENESS_EVERY = 1.0  # seconds between checks that a follower's client is still there
 
 
 def attempt_open(db: Any, attempt_id: int) -> bool:
@@ -31,7 +33,15 @@ async def stream_output(request: web.Request, attempt_id: int) -> web.StreamResp
     if choice not in STREAM_CHOICES:
         raise BadRequest(f"stream must be one of {', '.join(STREAM_CHOICES)}")
     follow = request.query.get("follow", "").lower() in ("1", "true", "yes")
-    streams = STREAM_CHOICES[choice]
+    if follow:
+        with request.app[FOLLOWS].hold(credential_of(request)):
+            return await send_output(request, attempt_id, STREAM_CHOICES[choice], follow)
+    return await send_output(request, attempt_id, STREAM_CHOICES[choice], follow)
+
+
+async def send_output(
+    request: web.Request, attempt_id: int, streams: tuple[str, ...], follow: bool
+) -> web.StreamResponse:
     svc = request.app[SERVICES]
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)
@@ -53,9 +63,30 @@ async def stream_output(request: web.Request, attempt_id: int) -> web.StreamResp
                 last_id = chunk.id
             if not follow or not still_open:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), FOLLOW_IDLE)
+            if not await woken_while_connected(request, woken):
+                return resp  # the client left: free its follow slot now, not at the next flush
         finally:
             followers.release(attempt_id, woken)
     await resp.write_eof()
     return resp
+
+
+async def woken_while_connected(request: web.Request, woken: asyncio.Event) -> bool:
+    """Wait up to FOLLOW_IDLE for ``woken``; False as soon as the client has gone away.
+
+    aiohttp does not tell a handler that its client left (short of cancelling every handler),
+    so a follower looks once a second: cheap, and bounded by the cap on follows.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FOLLOW_IDLE
+    while not woken.is_set() and loop.time() < deadline:
+        if gone(request):
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), min(LIVENESS_EVERY, deadline - loop.time()))
+    return not gone(request)
+
+
+def gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()

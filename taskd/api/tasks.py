@@ -25,6 +25,7 @@ from aiohttp import web
 
 from taskd.api.guard import access
 from taskd.api.http import json_response, query_int, read_json
+from taskd.api.idempotency import DROVE_CREATE, idempotent
 from taskd.api.keys import SERVICES
 from taskd.containertasks import (
     ID,
@@ -115,6 +116,7 @@ async def validate_spec(request: web.Request) -> web.Response:
 
 @routes.post("/apis/v1/tasks/operations")
 @access("admin")
+@idempotent(DROVE_CREATE)
 async def operations(request: web.Request) -> web.Response:
     """CREATE a task, or KILL one and wait up to ``opSpec.timeout`` for it to stop."""
     body = Doc(await read_json(request, expect=dict), "", Problems())

@@ -15,6 +15,7 @@ from aiohttp import web
 from taskd.api import on_start
 from taskd.api.guard import access, principal_of
 from taskd.api.http import json_response, query_int, read_json
+from taskd.api.idempotency import QUEUE_SUBMIT, idempotent
 from taskd.api.keys import SERVICES
 from taskd.errors import BadRequest, Forbidden, Unauthorized
 from taskd.queue import QueueService, WorkerAuth
@@ -151,6 +152,7 @@ async def worker_stats(request: web.Request) -> web.Response:
 
 @routes.post("/task/submit")
 @access("public")
+@idempotent(QUEUE_SUBMIT)
 async def submit_task(request: web.Request) -> web.Response:
     """Submit one task (needs SUBMIT access on the project)."""
     worker = await worker_of(request)
@@ -161,6 +163,7 @@ async def submit_task(request: web.Request) -> web.Response:
 
 @routes.post("/task/bulk_submit")
 @access("public")
+@idempotent(QUEUE_SUBMIT)
 async def bulk_submit(request: web.Request) -> web.Response:
     """Submit many tasks of one project, all or none.
 

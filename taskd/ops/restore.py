@@ -55,6 +55,7 @@ def restore(backup: Path, db: Path, *, force: bool = False) -> Path | None:
     try:
         tmp = db.with_name(f".{db.name}.restoring")
         tmp.unlink(missing_ok=True)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # never readable
         src = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
         out = sqlite3.connect(str(tmp))
         try:

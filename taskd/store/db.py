@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,11 +35,61 @@ T = TypeVar("T")
 
 log = structlog.get_logger("taskd.store")
 
+# Set while a request with an Idempotency-Key is handled (see taskd.api.idempotency): it may
+# wrap the write that creates, so the key is stored in the same transaction as what it made.
+WRITE_HOOK: ContextVar[Callable[[Callable[..., Any]], Callable[..., Any]] | None] = ContextVar(
+    "taskd_write_hook", default=None
+)
+
 # How many queued writes one transaction takes at most: big enough to amortise the fsync,
 # small enough that no single transaction holds the write lock for long.
 MAX_BATCH = 2000
 # A transaction holding the write lock longer than this is logged: it delays every other write.
 SLOW_WRITE = 0.1
+
+
+SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def check_location(path: str | Path) -> None:
+    """Refuse a database in a directory other users may write to.
+
+    Whoever can write to the directory can replace the database, or create its ``-wal`` file
+    before taskd does and so read every change; a sticky bit does not prevent the latter.
+    """
+    directory = Path(path).absolute().parent
+    try:
+        mode = directory.stat().st_mode
+    except FileNotFoundError:
+        return  # taskd creates it, for its user only
+    if mode & 0o002:
+        raise StoreError(
+            f"refusing to keep the database in {directory}: other users may write there. "
+            "Use a directory only taskd's user can write to."
+        )
+
+
+def secure_files(path: str | Path) -> None:
+    """Create the database (and its directory) for taskd's user only; tighten older files.
+
+    SQLite creates the ``-wal`` and ``-shm`` files with the database file's permissions, so a
+    0600 database keeps them 0600 too. Files an older taskd made readable by others are
+    narrowed here; they hold work queue project secrets and task tokens' hashes.
+    """
+    path = Path(path)
+    check_location(path)
+    path.absolute().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        try:
+            if side.stat().st_mode & 0o077:
+                side.chmod(0o600)
+        except FileNotFoundError:
+            pass
+        except PermissionError as exc:
+            why = f"{side} is readable by other users and cannot be changed: {exc}"
+            raise StoreError(why) from exc
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -86,6 +137,7 @@ class Store:
         return store
 
     def _open_writer(self) -> sqlite3.Connection:
+        secure_files(self.path)
         conn = connect(self.path)
         migrate(conn)
         st = os.stat(self.path)
@@ -161,6 +213,9 @@ class Store:
         """
         if self._closed:
             raise StoreError("the store is closed")
+        hook = WRITE_HOOK.get()
+        if hook is not None:  # a request with an Idempotency-Key: its key joins the create
+            fn = hook(fn)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._pending.append((fn, args, fut))

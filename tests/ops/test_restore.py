@@ -65,6 +65,7 @@ async def test_a_backup_taken_under_load_restores_and_serves(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "integrity ok" in done.stdout
     assert integrity(target) == "ok"
+    assert target.stat().st_mode & 0o077 == 0  # as private as the live database
 
     srv2 = Server(restored)
     try:
