@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from taskd.secrets import NAME as SECRET_NAME
+from taskd.secrets import parse_env_value
 from taskd.validate import Doc, Problems
 
 NOTIFY_WHEN = ("always", "on_failure", "on_state_change", "on_state_change_and_failures", "never")
@@ -27,29 +29,50 @@ def parse_notifications(raw: list[Any], problems: Problems) -> list[dict[str, An
         if body is None:
             continue
         if kind == "email":
+            body.unknown({"name", "email", "notify_when"})
             n = {"name": body.str("name", ""), "email": body.str("email", "", required=True,
                                                                   nonempty=True)}  # fmt: skip
             if n["email"] and "@" not in n["email"]:
                 problems.add(f"{body.where('email')} is not an e-mail address")
         elif kind == "pagerduty":
+            body.unknown({"service_key", "num_consecutive_failures", "api_url"})
             n = {
-                "service_key": body.str("service_key", "", required=True, nonempty=True),
+                "service_key": credential(body, "service_key"),
                 "num_consecutive_failures": body.int("num_consecutive_failures", 1, minimum=1,
                                                      maximum=1000),
                 "api_url": body.str("api_url", None),
             }  # fmt: skip
+            if n["api_url"] and not n["api_url"].startswith(("http://", "https://")):
+                problems.add(f"{body.where('api_url')} must be an http(s) URL")
         else:
-            n = {"url": body.str("url", "", required=True, nonempty=True)}
-            if n["url"] and not n["url"].startswith(("http://", "https://")):
+            body.unknown({"url", "secret", "notify_when"} if kind == "webhook"
+                         else {"url", "notify_when"})  # fmt: skip
+            n = {"url": credential(body, "url")}
+            if (
+                isinstance(n["url"], str)
+                and n["url"]
+                and not n["url"].startswith(("http://", "https://"))
+            ):
                 problems.add(f"{body.where('url')} must be an http(s) URL")
             if kind == "webhook":
                 n["secret"] = body.str("secret", None)  # the name of a secret: the signing key
+                if n["secret"] is not None and not SECRET_NAME.fullmatch(n["secret"]):
+                    problems.add(f"{body.where('secret')} must name a secret")
         if kind != "pagerduty":
             n["notify_when"] = body.str("notify_when", "on_state_change_and_failures")
             if n["notify_when"] not in NOTIFY_WHEN:
                 problems.add(f"{body.where('notify_when')} must be one of {', '.join(NOTIFY_WHEN)}")
         out.append({kind: n})
     return out
+
+
+def credential(body: Doc, key: str) -> Any:
+    """A value that may be a credential (a routing key, a webhook URL with a token in it):
+    a string, or ``{"secret": NAME}`` so that it is kept out of the definition."""
+    raw = body.value.get(key)
+    if isinstance(raw, dict):
+        return parse_env_value(raw, body.where(key), body.problems)
+    return body.str(key, "", required=True, nonempty=True)
 
 
 def _union(doc: Doc, problems: Problems) -> tuple[str, Doc | None]:

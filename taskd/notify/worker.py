@@ -80,9 +80,22 @@ class Notifier:
             return
         await self.store.write(q.delivered, row["id"], time.time_ns())
 
+    def resolve(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The channel's settings with ``{"secret": NAME}`` values opened."""
+        out = dict(cfg)
+        for k, v in cfg.items():
+            if isinstance(v, dict) and "secret" in v:
+                if v["secret"] not in self.secrets:  # may be created later: keep trying
+                    raise RuntimeError(
+                        f"{k} refers to secret {v['secret']!r}, which does not exist"
+                    )
+                out[k] = self.secrets[v["secret"]]
+        return out
+
     async def send(self, channel: str, key: str, cfg: dict[str, Any], event: str,
                    payload: dict[str, Any]) -> None:  # fmt: skip
         assert self._session is not None
+        cfg = self.resolve(cfg)
         if channel == "email":
             await channels.send_email(self.opts, key, cfg, event, payload)
         elif channel == "pagerduty":

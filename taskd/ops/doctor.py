@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import shutil
 import sqlite3
 import stat
@@ -267,7 +266,3 @@ async def run_checks(opts: Options) -> list[Check]:
     checks.extend(check_file_modes(opts.db))
     checks.extend(await docker_checks(opts, instance))
     return checks
-
-
-def env_port() -> int:
-    return int(os.environ.get("TASKD_PORT", "7070"))

@@ -55,8 +55,11 @@ async def test_a_failure_reaches_every_channel_and_the_next_success_resolves(tmp
             {"email": {"name": "Ops", "email": "ops@example.com", "notify_when": "on_failure"}},
             {"pagerduty": {"service_key": "svc-123"}},
             {"webhook": {"url": f"{recv.url}/hook", "secret": "hooksig", "notify_when": "always"}},
-            {"slack": {"url": f"{recv.url}/slack"}},
+            {"slack": {"url": {"secret": "slack-url"}}},  # a webhook URL is a credential
         ]  # fmt: skip
+        status, _ = await srv.request("PUT", "/api/secrets/slack-url",
+                                      json={"value": f"{recv.url}/slack"})  # fmt: skip
+        assert status == 201
         await put_definition(srv, definition("nightly", "exit 1", channels))
         await trigger(srv, "nightly")
         await until(lambda: recv.on("/pd/v2/enqueue") and recv.on("/hook")
