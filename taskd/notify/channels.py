@@ -26,6 +26,8 @@ class Permanent(Exception):
 
 def summary(event: str, p: dict[str, Any]) -> str:
     name = p.get("definition", "?")
+    if p.get("test"):
+        return f"taskd test notification for {name}"
     if event in ("alert", "trigger") and p.get("alert"):
         return f"taskd alert on {name}: {p['alert']} ({p.get('detail', '')})"
     if event in ("alert_resolved", "resolve") and p.get("alert"):

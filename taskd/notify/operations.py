@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from taskd.api.apischema import STR, Op, arr, obj
@@ -47,6 +49,23 @@ async def notification_history(request: web.Request) -> web.Response:
         "alerts": [{"kind": a["kind"], "state": a["state"], "since": iso_ms(a["since"]),
                     "detail": a["detail"]} for a in alerts],
     })  # fmt: skip
+
+
+@routes.post("/api/process_definitions/{name}/notifications/test")
+@access("admin")
+async def test_notifications(request: web.Request) -> web.Response:
+    """Send a test message through each of the definition's channels (delivered like any
+    other: see the history for the outcome)."""
+    name = request.match_info["name"]
+    svc = request.app[SERVICES]
+
+    def queue(db):
+        dq.get(db, name)  # 404 for an unknown definition
+        return q.queue_test(db, name, time.time_ns())
+
+    count = await svc.store.write(queue)
+    request.app[NOTIFIER].wake.set()
+    return json_response({"queued": count}, status=202)
 
 
 def _secret_json(name: str, meta: dict) -> dict:
@@ -102,6 +121,11 @@ OPENAPI = {
         " state (pending, delivered, failed), tries, last error and next try; and its alerts.",
         path=NAME, extension=True,
         response=obj({"notifications": arr(obj({})), "alerts": arr(obj({}))}),
+    ),
+    "POST /api/process_definitions/{name}/notifications/test": Op(
+        "Send a test notification", description="One test message per channel, queued and"
+        " delivered as any other; PagerDuty gets a trigger with its own dedup key.",
+        path=NAME, status=202, response=obj({"queued": {"type": "integer"}}), extension=True,
     ),
     "GET /api/secrets": Op("Secret names", path={}, extension=True,
                            response=obj({"secrets": arr(SECRET)})),

@@ -257,3 +257,16 @@ def prune(db: sqlite3.Connection, before: int, limit: int = 500) -> int:
         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state != 'pending'"
         " AND created_at < ? ORDER BY id LIMIT ?)", (before, limit),
     ).rowcount  # fmt: skip
+
+
+def queue_test(db: sqlite3.Connection, definition: str, at: int) -> int:
+    """Queue one test message per channel of a definition; returns how many."""
+    row = db.execute("SELECT doc FROM definitions WHERE name = ?", (definition,)).fetchone()
+    channels = orjson.loads(row["doc"]).get("notifications") or [] if row else []
+    q = Queue(db, definition, None, at, channels)
+    for n in channels:
+        ((kind, cfg),) = n.items()
+        event = "trigger" if kind == "pagerduty" else "test"
+        q.add(kind, cfg, event, {"definition": definition, "test": True,
+                                 "dedup_key": f"taskd/{definition}/test"})  # fmt: skip
+    return q.count

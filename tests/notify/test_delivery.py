@@ -164,3 +164,31 @@ async def test_sigkill_between_failure_and_delivery_loses_nothing(tmp_path):
     finally:
         srv.stop()
         await recv.stop()
+
+
+async def test_the_test_button_sends_through_every_channel(tmp_path):
+    ctl, mailbox = smtp_server()
+    recv = Receiver()
+    await recv.start()
+    srv = Server(tmp_path, "--smtp-host", "127.0.0.1", "--smtp-port", str(ctl.port),
+                 "--pagerduty-url", f"{recv.url}/pd")  # fmt: skip
+    try:
+        await srv.start()
+        await put_definition(srv, definition("quiet", "true", [
+            {"email": {"email": "ops@example.com"}},
+            {"pagerduty": {"service_key": "svc"}},
+            {"slack": {"url": f"{recv.url}/slack"}},
+        ]))  # fmt: skip
+        status, body = await srv.request(
+            "POST", "/api/process_definitions/quiet/notifications/test"
+        )
+        assert status == 202 and body == {"queued": 3}
+        await until(lambda: mailbox.messages and recv.on("/pd") and recv.on("/slack"))
+        assert "test notification" in recv.on("/slack")[0].json["text"]
+        assert recv.on("/pd")[0].json["dedup_key"] == "taskd/quiet/test"
+        status, _ = await srv.request("POST", "/api/process_definitions/nope/notifications/test")
+        assert status == 404
+    finally:
+        srv.stop()
+        await recv.stop()
+        ctl.stop()
