@@ -25,6 +25,9 @@ class Secrets:
         self.values: dict[str, str] = {}
         self.meta: dict[str, dict[str, int]] = {}
         self._box: Box | None = None
+        # Every value this server has held: a replaced or deleted value stays masked, since
+        # jobs started with it may still print it.
+        self._masked: set[str] = set()
 
     async def start(self) -> None:
         """Open (or make) the key and load every secret."""
@@ -45,9 +48,10 @@ class Secrets:
                     " is it the key the database was made with?"
                 ) from None
             self.values[row["name"]] = value
+            self._masked.add(value)
             self.meta[row["name"]] = {"created_at": row["created_at"],
                                       "updated_at": row["updated_at"]}  # fmt: skip
-        MASKER.update(self.values.values())
+        MASKER.update(self._masked)
 
     async def put(self, name: str, value: object) -> bool:
         if not NAME.fullmatch(name):
@@ -63,7 +67,8 @@ class Secrets:
         self.values[name] = value
         old = self.meta.get(name, {})
         self.meta[name] = {"created_at": old.get("created_at", at), "updated_at": at}
-        MASKER.update(self.values.values())
+        self._masked.add(value)
+        MASKER.update(self._masked)
         return new
 
     async def delete(self, name: str) -> None:
