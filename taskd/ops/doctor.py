@@ -104,7 +104,8 @@ def check_disk(db: Path, min_free_mb: int) -> Check:
 
 def check_file_modes(db: Path) -> list[Check]:
     out = []
-    for suffix, what in ((".token", "admin token file"), (".key", "secrets key file")):
+    files = (("", "database file"), (".token", "admin token file"), (".key", "secrets key file"))
+    for suffix, what in files:
         path = db.with_name(db.name + suffix)
         if not path.exists():
             continue

@@ -45,7 +45,7 @@ async def test_a_healthy_server_passes_and_each_made_problem_is_reported(tmp_pat
         await srv.start()
         code, lines = doctor(srv.db, "--docker-network", "host", "--url", srv.url)
         assert code == 0, lines
-        for name in ("database", "disk", "secrets key file", "docker",
+        for name in ("database", "disk", "database file", "secrets key file", "docker",
                      "clock", "orphan containers", "container callback"):  # fmt: skip
             assert lines[name].startswith("OK"), lines
 
