@@ -83,6 +83,7 @@ class Engine:
         self.ready: deque[TaskNode] = deque()
         self.live: dict[str, LiveAttempt] = {}
         self.run_finished: list[Callable[[RunNode], None]] = []
+        self.run_started: list[Callable[[RunNode], None]] = []  # its first attempt was written
         # Writes that belong in the transaction ending a run (db, run_id, at): the
         # notification outbox, so a message is queued exactly when the run's end is stored.
         self.run_end_writes: list[Callable[[Any, int, int], Any]] = []
@@ -420,6 +421,9 @@ class Engine:
                     self.metrics.run_finished(run)
                     for listener in self.run_finished:
                         listener(run)
+            elif state == RunState.RUNNING and run_id in self.runs:
+                for listener in self.run_started:
+                    listener(self.runs[run_id])
 
     # -- failed writes ----------------------------------------------------------------------
 

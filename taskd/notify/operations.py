@@ -158,6 +158,7 @@ def setup(app: web.Application) -> None:
         engine.run_end_writes.append(q.on_run_end)
         # The outbox rows are committed with the run's end; only then is the worker woken.
         engine.run_finished.append(lambda run: (notifier.wake.set(), watchdog.wake.set()))
+        engine.run_started.append(lambda run: watchdog.wake.set())  # "longer than usual" timer
         engine.supervisor.spawn("notifications", notifier.loop)
         engine.supervisor.spawn("alerts", watchdog.loop)
 

@@ -69,9 +69,7 @@ def on_run_end(db: sqlite3.Connection, run_id: int, at: int) -> int:
             q.resolve("consecutive_failures", "a run succeeded", payload)
     if alerts.get("longer_than_usual") and run["ended_at"] and run["started_at"]:
         took = (run["ended_at"] - run["started_at"]) / 1e9
-        usual = rules.p95([(h["ended_at"] - h["started_at"]) / 1e9 for h in history
-                           if h["state"] == "succeeded" and h["started_at"] and h["ended_at"]
-                           ][: rules.USUAL_WINDOW])  # fmt: skip
+        usual = usual_seconds(db, run["name"], run_id)
         if usual is not None and took > usual:
             q.fire("longer_than_usual", f"ran {took:.1f}s; usually at most {usual:.1f}s", payload)
         elif usual is not None:
@@ -189,7 +187,8 @@ def clock_alerts(db: sqlite3.Connection, now: int) -> tuple[list[tuple], int | N
     soonest = None
     rows = db.execute(
         "SELECT d.name, d.doc, d.created_at FROM definitions d WHERE d.paused = 0 AND"
-        " (instr(d.doc, '\"dead_man_seconds\"') OR instr(d.doc, '\"late_start_seconds\"'))"
+        " (instr(d.doc, '\"dead_man_seconds\"') OR instr(d.doc, '\"late_start_seconds\"')"
+        " OR instr(d.doc, '\"longer_than_usual\"'))"
     ).fetchall()
     firing = {(r["definition"], r["kind"]) for r in db.execute(
         "SELECT definition, kind FROM alerts WHERE state = 'firing'")}  # fmt: skip
@@ -209,6 +208,14 @@ def clock_alerts(db: sqlite3.Connection, now: int) -> tuple[list[tuple], int | N
             elif (d["name"], "dead_man") not in firing:
                 actions.append((d["name"], "fire", "dead_man",
                                 f"no successful run for {dead:g} seconds", payload))  # fmt: skip
+        if alerts.get("longer_than_usual") and (d["name"], "longer_than_usual") not in firing:
+            # Said while it runs, not only once it ends (a hung job may never end).
+            deadline = overdue(db, d["name"])
+            if deadline is not None and now >= deadline:
+                actions.append((d["name"], "fire", "longer_than_usual",
+                                "still running, longer than usual", payload))  # fmt: skip
+            elif deadline is not None:
+                soonest = deadline if soonest is None else min(soonest, deadline)
         if late:
             slot = db.execute(
                 "SELECT l.slot, r.started_at FROM ledger l LEFT JOIN runs r ON r.id = l.run_id"
@@ -231,6 +238,30 @@ def clock_alerts(db: sqlite3.Connection, now: int) -> tuple[list[tuple], int | N
             elif not on_time and now < deadline:
                 soonest = deadline if soonest is None else min(soonest, deadline)
     return actions, soonest
+
+
+def usual_seconds(db: sqlite3.Connection, name: str, before_id: int | None = None) -> float | None:
+    """The p95 duration of the definition's recent successful runs (None: too few)."""
+    rows = db.execute(
+        "SELECT started_at, ended_at FROM runs WHERE kind = 'process' AND name = ?"
+        " AND +state = 'succeeded' AND +id < ? AND started_at IS NOT NULL"
+        " ORDER BY created_at DESC, id DESC LIMIT ?",
+        (name, before_id if before_id is not None else 1 << 62, rules.USUAL_WINDOW),
+    ).fetchall()
+    return rules.p95([(r["ended_at"] - r["started_at"]) / 1e9 for r in rows])
+
+
+def overdue(db: sqlite3.Connection, name: str) -> int | None:
+    """When the oldest running run of a definition passes its usual duration (ns)."""
+    # Through the few running runs (runs_kind_state), not every run of the name.
+    row = db.execute(
+        "SELECT MIN(started_at) FROM runs WHERE kind = 'process' AND +name = ?"
+        " AND state = 'running' AND started_at IS NOT NULL", (name,),
+    ).fetchone()  # fmt: skip
+    if row is None or row[0] is None:
+        return None
+    usual = usual_seconds(db, name)
+    return None if usual is None else row[0] + int(usual * 1e9)
 
 
 def apply_clock_alerts(db: sqlite3.Connection, actions: list[tuple], now: int) -> int:

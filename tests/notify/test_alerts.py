@@ -101,3 +101,34 @@ async def test_every_alert_fires_once_and_resolves_once(tmp_path):
     finally:
         srv.stop()
         await recv.stop()
+
+
+async def test_longer_than_usual_fires_while_the_run_is_still_going(tmp_path):
+    recv = Receiver()
+    await recv.start()
+    srv = Server(tmp_path)
+    try:
+        await srv.start()
+        doc = scheduled("hangs", "true", {"longer_than_usual": True}, f"{recv.url}/hook")
+        await put(srv, doc)
+
+        async def runs():
+            _, found = await srv.request("GET", "/api/processes/",
+                                         params={"process_definition_name": "hangs"})  # fmt: skip
+            return found
+
+        await until(lambda: _count(runs, "succeeded", 6), within=60)
+        doc["task_definitions"][0]["executable"]["shell_script_command"]["script"] = "sleep 60"
+        await put(srv, doc)
+        await until(lambda: alerts(recv, "longer_than_usual"), within=30)
+        newest = (await runs())[0]
+        assert newest["status"] == "running"  # said before the run ends, not after
+        status, _ = await srv.request("POST", f"/api/processes/{newest['process_id']}/kill")
+        assert status in (200, 204)
+    finally:
+        srv.stop()
+        await recv.stop()
+
+
+async def _count(runs, status: str, n: int) -> bool:
+    return len([r for r in await runs() if r["status"] == status]) >= n
