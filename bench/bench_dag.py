@@ -33,7 +33,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from taskd import dagspec
+from taskd.dagruns import spec as dagspec
 
 TOKEN = "bench-admin-token"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
@@ -94,7 +94,7 @@ def serve(db: str, port: int, parallel: int) -> None:
     """The server, in a child process so its event loop is not the benchmark's."""
     from aiohttp import web
 
-    from taskd.api import create_app
+    from taskd.app import create_app
     from taskd.config import Settings
 
     settings = Settings(db=Path(db), port=port, admin_token=TOKEN, max_parallel=parallel,

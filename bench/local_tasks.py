@@ -1,6 +1,6 @@
 """Local-process tasks end to end: one run of N ``/bin/true`` argv tasks, no edges.
 
-In-process (``taskd.services.Services`` on a fresh store, the default 16 slots): the clock
+In-process (``taskd.app.Services`` on a fresh store, the default 16 slots): the clock
 runs from ``Engine.submit`` to the run's end, so it covers storing the run, dispatch, spawn,
 output capture, every state change committed. Baseline: raw ``asyncio.create_subprocess_exec``
 of ``/bin/true`` at the same concurrency, piped the same way.
@@ -15,9 +15,9 @@ import uuid
 from pathlib import Path
 
 from bench.common import Row, raw_spawns
+from taskd.app import Services
 from taskd.config import Settings
 from taskd.models import JobSpec, RunKind, RunState, TaskTemplate
-from taskd.services import Services
 from taskd.store.runs import RunPlan
 
 SLOTS = 16

@@ -344,9 +344,9 @@ def serve(**opts) -> None:
             "taskd can run containers as root. Set --admin-token-file (or TASKD_ADMIN_TOKEN), or "
             "bind 127.0.0.1."
         )
-    from taskd.api import create_app
-    from taskd.api.serving import serve as serve_app
+    from taskd.app import create_app
     from taskd.errors import TaskdError
+    from taskd.http.serving import serve as serve_app
     from taskd.startup import StartupError, prepare
     from taskd.store.db import check_location
 

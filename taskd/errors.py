@@ -1,6 +1,6 @@
 """One exception hierarchy; each error knows its HTTP status.
 
-API families render these in their own envelope (see ``taskd.api.envelopes``).
+API families render these in their own envelope (see ``taskd.http.envelopes``).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from taskd.secrets import MASKER
 from taskd.shell_conventions import Parsed, ShellConventions
 from taskd.store import Store
 from taskd.store import output as q
-from taskd.store import processes as pq
 
 log = structlog.get_logger("taskd.output")
 
@@ -189,7 +188,7 @@ class OutputWriter:
     ) -> list[int]:
         ids = q.append(db, self.attempt_id, rows, drop)
         if parsed:
-            pq.add_entries_of(db, self.attempt_id, parsed.logs, parsed.metadata)
+            q.add_entries_of(db, self.attempt_id, parsed.logs, parsed.metadata)
         return ids
 
     async def _report(self, parsed: Parsed) -> None:

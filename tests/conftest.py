@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from taskd.api import create_app
+from taskd.app import create_app
 from taskd.config import Settings
 
 ADMIN = "test-admin-token"
@@ -43,7 +43,7 @@ def admin_headers() -> dict[str, str]:
 @pytest.fixture
 async def services(settings):
     """The core without HTTP: store, engine and runners on a fresh database."""
-    from taskd.services import Services
+    from taskd.app import Services
 
     svc = await Services.open(settings)
     await svc.engine.start()

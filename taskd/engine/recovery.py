@@ -22,7 +22,7 @@ from taskd.store import output as output_q
 from taskd.store import runs as q
 
 if TYPE_CHECKING:
-    from taskd.engine.core import Engine
+    from taskd.engine.engine import Engine
 
 log = structlog.get_logger("taskd.recovery")
 
@@ -44,14 +44,14 @@ async def recover(engine: Engine) -> None:
                 task.state = TaskState.RETRY_WAIT
                 task.retry_at = ch.at
                 ch.task(run.id, task.id, state=TaskState.RETRY_WAIT, retry_at=ch.at)
-                engine._set(task, TaskState.READY, ch, retry_at=None)
+                engine.set_state(task, TaskState.READY, ch, retry_at=None)
             elif task.state is TaskState.READY:
                 engine.ready.append(task)
             elif task.state is TaskState.RETRY_WAIT:
-                engine._arm_retry(task)
-        engine._maybe_finish(run, ch)
+                engine.arm_retry(task)
+        engine.maybe_finish(run, ch)
     if ch:
-        await engine._commit(ch)
+        await engine.commit(ch)
 
     known = {att.uuid for att, _ in adopted}
     for runner in engine.runners.values():

@@ -24,7 +24,7 @@ from taskd.store import output as output_q
 from taskd.store import runs as q
 
 if TYPE_CHECKING:
-    from taskd.engine.core import Engine
+    from taskd.engine.engine import Engine
 
 log = structlog.get_logger("taskd.engine")
 

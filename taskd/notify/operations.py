@@ -6,14 +6,16 @@ import time
 
 from aiohttp import web
 
-from taskd.api.apischema import STR, Op, arr, obj
-from taskd.api.guard import access
-from taskd.api.http import json_response, read_json
-from taskd.api.keys import SERVICES
+from taskd.errors import NotFound
+from taskd.http import on_start
+from taskd.http.guard import access
+from taskd.http.jsonio import json_response, read_json
+from taskd.http.keys import SERVICES
+from taskd.http.openapi import Part, declare
+from taskd.http.openapi.schema import STR, Op, arr, obj
 from taskd.notify.watchdog import Watchdog
 from taskd.notify.worker import Notifier
 from taskd.secrets.service import Secrets
-from taskd.store import definitions as dq
 from taskd.store import notifications as q
 from taskd.timefmt import iso_ms
 
@@ -40,7 +42,7 @@ async def notification_history(request: web.Request) -> web.Response:
     name = request.match_info["name"]
 
     def read(db):
-        dq.get(db, name)  # 404 for an unknown definition
+        q.definition_exists(db, name)  # 404 for an unknown definition
         return q.history(db, name), q.alert_rows(db, name)
 
     rows, alerts = await request.app[SERVICES].store.read(read)
@@ -60,7 +62,7 @@ async def test_notifications(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
 
     def queue(db):
-        dq.get(db, name)  # 404 for an unknown definition
+        q.definition_exists(db, name)  # 404 for an unknown definition
         return q.queue_test(db, name, time.time_ns())
 
     count = await svc.store.write(queue)
@@ -99,8 +101,6 @@ async def get_secret(request: web.Request) -> web.Response:
     s = request.app[SECRETS]
     name = request.match_info["name"]
     if name not in s.meta:
-        from taskd.errors import NotFound
-
         raise NotFound(f"no secret named {name!r}")
     return json_response(_secret_json(name, s.meta[name]))
 
@@ -141,9 +141,9 @@ OPENAPI = {
 
 def setup(app: web.Application) -> None:
     """Add the routes; open the secrets and start delivery with the app."""
-    from taskd.api import on_start
-
     app.add_routes(routes)
+    about = "Notification history, alerts and named secrets."
+    declare(app, __name__, Part("operations", "Operations", about, OPENAPI))
 
     async def start(services) -> None:
         settings, engine = services.settings, services.engine

@@ -124,6 +124,12 @@ def streak(states: list[str]) -> int:
     return n
 
 
+def usual_limit(p95_seconds: float) -> float:
+    """How long a run may take before it is "longer than usual": the p95 plus a margin (20%,
+    at least a second), so that noise on short jobs does not make the alert flap."""
+    return p95_seconds + max(1.0, 0.2 * p95_seconds)
+
+
 def p95(durations: list[float]) -> float | None:
     """The 95th percentile (nearest rank) of earlier durations; None with too few."""
     if len(durations) < USUAL_MIN_RUNS:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from taskd.store import integrity
+
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CLOCK_WARN = 2.0  # seconds of offset from the Docker engine's clock
 CALLBACK_WAIT = 20.0  # seconds the test container may take to reach taskd
@@ -60,13 +62,7 @@ def check_database(db: Path) -> tuple[Check, str | None]:
             FAIL, "database", f"{db} does not exist", "give --db, or start taskd once"
         ), None
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            result = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
-            row = conn.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        finally:
-            conn.close()
+        health = integrity.inspect(db)
     except sqlite3.DatabaseError as exc:
         return Check(
             FAIL,
@@ -74,6 +70,7 @@ def check_database(db: Path) -> tuple[Check, str | None]:
             f"{db} cannot be read: {exc}",
             "restore the newest backup (taskd restore BACKUP)",
         ), None
+    result, version = health.problems or ["ok"], health.version
     size = sum(
         p.stat().st_size
         for p in db.parent.glob(db.name + "*")
@@ -86,9 +83,7 @@ def check_database(db: Path) -> tuple[Check, str | None]:
             f"integrity check failed: {'; '.join(result[:3])}",
             "stop taskd and restore the newest backup (taskd restore BACKUP)",
         ), None
-    return Check(OK, "database", f"integrity ok, schema {version}, {_size(size)}"), (
-        row[0] if row else None
-    )
+    return Check(OK, "database", f"integrity ok, schema {version}, {_size(size)}"), health.instance
 
 
 def check_disk(db: Path, min_free_mb: int) -> Check:
@@ -187,16 +182,7 @@ def clock(info: dict) -> Check:
 async def orphans(docker, db: Path, instance: str) -> Check:
     filters = json.dumps({"label": [f"taskd.instance={instance}"]})
     found = await docker.containers.list(all=True, filters=filters)
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        active = {
-            r[0]
-            for r in conn.execute(
-                "SELECT uuid FROM attempts WHERE state IN ('starting', 'running')"
-            )
-        }
-    finally:
-        conn.close()
+    active = await asyncio.to_thread(integrity.active_attempts, db)
     stray = [c for c in found if (c["Labels"] or {}).get("taskd.attempt") not in active]
     if stray:
         names = ", ".join(c["Id"][:12] for c in stray[:5])

@@ -12,6 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from taskd.store import integrity
 from taskd.store.db import DatabaseLock
 from taskd.store.migrations import migrations
 
@@ -23,15 +24,12 @@ class RestoreError(Exception):
 def check(path: Path) -> int:
     """Integrity-check a database file; returns its schema version."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            result = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            conn.execute("SELECT COUNT(*) FROM runs").fetchone()
-        finally:
-            conn.close()
+        health = integrity.inspect(path)
     except sqlite3.DatabaseError as exc:
         raise RestoreError(f"{path} is not a taskd database: {exc}") from None
+    if not health.has_runs:
+        raise RestoreError(f"{path} is not a taskd database: it has no runs table")
+    result, version = health.problems or ["ok"], health.version
     if result != ["ok"]:
         raise RestoreError(f"{path} fails the integrity check: {'; '.join(result[:3])}")
     newest = migrations()[-1][0]
@@ -56,14 +54,7 @@ def restore(backup: Path, db: Path, *, force: bool = False) -> Path | None:
         tmp = db.with_name(f".{db.name}.restoring")
         tmp.unlink(missing_ok=True)
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # never readable
-        src = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
-        out = sqlite3.connect(str(tmp))
-        try:
-            src.backup(out)
-            out.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
-        finally:
-            out.close()
-            src.close()
+        integrity.copy(backup, tmp)
         check(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())

@@ -11,9 +11,7 @@ import asyncio
 import contextlib
 import json
 import math
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import datetime
 from typing import Any, TypeVar
 
 import aiodocker
@@ -34,17 +32,13 @@ from taskd.runners.base import (
     StartFailed,
     register,
 )
-from taskd.runners.dockerengine import EngineHealth, unreachable
+from taskd.runners.dockerengine import API_ERRORS, EngineHealth, is_missing, unreachable
+from taskd.runners.dockerlogs import RETRY_DELAY, WAIT_RETRIES, ContainerLog, unix_time
 
 log = structlog.get_logger("taskd.docker")
 
-# Errors that mean "the engine did not answer this request", as opposed to a bug of ours.
-_API_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
-
 T = TypeVar("T")
 
-WAIT_RETRIES = 3
-RETRY_DELAY = 1.0
 # How long the log streams may take to deliver their last bytes once the container exited,
 # before they are read again without following.
 DRAIN_TIMEOUT = 10.0
@@ -52,10 +46,6 @@ DRAIN_TIMEOUT = 10.0
 _CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
 _LONG_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 _PING_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=5)
-
-
-def _is_missing(exc: BaseException) -> bool:
-    return isinstance(exc, aiodocker.DockerError) and exc.status == 404
 
 
 def _lost(reason: str, *, blameless: bool = False) -> Outcome:
@@ -120,7 +110,7 @@ class DockerRunner(Runner):
 
     async def _remove_unstarted(self, uuids: set[str]) -> None:
         for attempt_uuid in uuids:
-            with contextlib.suppress(*_API_ERRORS):
+            with contextlib.suppress(*API_ERRORS):
                 found = await self._find(attempt_uuid)
                 if found is not None:
                     await self._remove(found)
@@ -179,7 +169,7 @@ class DockerRunner(Runner):
         try:
             network = await self._network_mode()
             url = await self.callbacks.url_for(docker, network)
-        except _API_ERRORS as exc:
+        except API_ERRORS as exc:
             if await self._engine(exc):
                 raise _unavailable(exc) from exc
             raise StartFailed(f"cannot list docker networks: {_describe(exc)}") from exc
@@ -193,15 +183,15 @@ class DockerRunner(Runner):
         except BaseException as exc:
             # Whatever went wrong (cancellation included), leave no half-made container behind.
             if container is not None:
-                with contextlib.suppress(*_API_ERRORS):
+                with contextlib.suppress(*API_ERRORS):
                     await container.delete(force=True)
-            if isinstance(exc, _API_ERRORS) and (
+            if isinstance(exc, API_ERRORS) and (
                 await self._engine(exc) or await self._refused_by_shutdown(exc, outages)
             ):
                 # It may have been made before the engine went: remove it once it is back.
                 self._unfinished_starts.add(ctx.attempt_uuid)
                 raise _unavailable(exc) from exc
-            if isinstance(exc, _API_ERRORS):
+            if isinstance(exc, API_ERRORS):
                 action = "start" if container is not None else "create"
                 raise StartFailed(
                     f"cannot {action} container for image {job.image}: {_describe(exc)}"
@@ -213,15 +203,15 @@ class DockerRunner(Runner):
         try:
             await self._client().images.inspect(image)
             return
-        except _API_ERRORS as exc:
+        except API_ERRORS as exc:
             if await self._engine(exc):
                 raise _unavailable(exc) from exc
-            if not _is_missing(exc):
+            if not is_missing(exc):
                 raise StartFailed(f"cannot inspect image {image}: {_describe(exc)}") from exc
         try:
             async with asyncio.timeout(pull_timeout):
                 error = await self._pull(image)
-        except _API_ERRORS as exc:
+        except API_ERRORS as exc:
             if isinstance(exc, TimeoutError):
                 error = f"timed out after {pull_timeout:g}s"
             else:
@@ -302,7 +292,7 @@ class DockerRunner(Runner):
         while True:
             try:
                 return await call()
-            except _API_ERRORS as exc:
+            except API_ERRORS as exc:
                 if not await self._engine(exc):
                     raise
             await self.health.wait_up()
@@ -344,13 +334,13 @@ class DockerRunner(Runner):
         container = self._client().containers.container(container_id)
         try:
             info = await self._through_outages(container.show)
-        except _API_ERRORS as exc:
-            if _is_missing(exc):
+        except API_ERRORS as exc:
+            if is_missing(exc):
                 return _lost(f"container {what} gone after restart", blameless=True)
             return _lost(f"cannot inspect container {what}: {_describe(exc)}")
         if info["State"]["Status"] == "created":
             # taskd died between create and start: the job never ran.
-            with contextlib.suppress(*_API_ERRORS):
+            with contextlib.suppress(*API_ERRORS):
                 await container.delete(force=True)
             return _lost(f"container {what} was created but never started", blameless=True)
         # One that ended while taskd was away cannot be told apart any more: no settling.
@@ -368,7 +358,7 @@ class DockerRunner(Runner):
         settle: bool = True,
     ) -> Outcome:
         container = self._client().containers.container(container_id)
-        logs = [_Log(self, container_id, s, sink, max(0, skip.get(s, 0))) for s in STREAMS]
+        logs = [ContainerLog(self, container_id, s, sink, max(0, skip.get(s, 0))) for s in STREAMS]
         pumps = [asyncio.create_task(log.follow()) for log in logs]
         interrupted = False  # the engine went away while the container ran
         if outages is None:
@@ -381,8 +371,8 @@ class DockerRunner(Runner):
                     async with self._request(f"containers/{container_id}/wait", "POST") as resp:
                         await resp.read()
                     break
-                except _API_ERRORS as exc:
-                    if _is_missing(exc):
+                except API_ERRORS as exc:
+                    if is_missing(exc):
                         return _lost(f"container {container_id} gone", blameless=interrupted)
                     if await self._engine(exc):
                         interrupted = True
@@ -408,13 +398,13 @@ class DockerRunner(Runner):
                 # A follow can end before the engine wrote the container's last fragment (an
                 # unterminated last line): read on from the last entry seen. A stream that
                 # stalled or broke is read again in full.
-                with contextlib.suppress(*_API_ERRORS, ValueError):
+                with contextlib.suppress(*API_ERRORS, ValueError):
                     await (log.catch_up() if ok else log.read_all())
 
             try:
                 info = await self._through_outages(container.show)
-            except _API_ERRORS as exc:
-                if _is_missing(exc):
+            except API_ERRORS as exc:
+                if is_missing(exc):
                     return _lost(f"container {container_id} gone", blameless=interrupted)
                 return _lost(f"cannot inspect container {container_id}: {_describe(exc)}")
             state = info["State"]
@@ -478,7 +468,7 @@ class DockerRunner(Runner):
                         pass
         except TimeoutError:
             return self.health.outages != outages
-        except _API_ERRORS as exc:
+        except API_ERRORS as exc:
             await self._engine(exc)
         else:
             await self._engine(aiohttp.ServerDisconnectedError("the event stream ended"))
@@ -541,7 +531,7 @@ class DockerRunner(Runner):
             if labels.get("taskd.instance") != instance or labels.get("taskd.attempt") in known:
                 continue
             container = self._client().containers.container(info["Id"])
-            with contextlib.suppress(*_API_ERRORS):
+            with contextlib.suppress(*API_ERRORS):
                 await container.stop(t=0)
             if await self._remove(info["Id"]):
                 removed.append(info["Id"])
@@ -571,119 +561,9 @@ class DockerRunner(Runner):
         return [{"Id": c["Id"], "State": c["State"], "Labels": c["Labels"]} for c in containers]
 
 
-class _Log:
-    """One output stream of a container, copied into the sink exactly once.
-
-    The engine replays a stream from its beginning on every request, so the bytes before
-    ``delivered`` (what the sink already has) are counted and dropped: re-reading after a
-    broken connection or a taskd restart gives neither duplicates nor gaps. Entries are read
-    with their timestamps so that a finished follow can be completed from where it stopped.
-    """
-
-    def __init__(self, runner: DockerRunner, container_id: str, stream: str, sink: OutputSink,
-                 delivered: int) -> None:  # fmt: skip
-        self.runner = runner
-        self.container_id = container_id
-        self.stream = stream
-        self.sink = sink
-        self.delivered = delivered
-        self.position = 0  # bytes of the stream read so far
-        self.last_ts = b""  # timestamp of the last entry read ...
-        self.same_ts = 0  # ... and how many entries read carry it
-        self._skip = 0  # entries at ``last_ts`` a catch-up read gets again
-
-    async def follow(self) -> None:
-        """Copy the stream while the container runs; return once it has stopped."""
-        failures = 0
-        container = self.runner._client().containers.container(self.container_id)
-        while True:
-            before = self.delivered
-            try:
-                await self._read(follow=True)
-                # A follow ends when the container stopped, or when the connection broke.
-                running = (await container.show())["State"]["Running"]
-            except _API_ERRORS as exc:
-                if _is_missing(exc):
-                    raise
-                if await self.runner._engine(exc):
-                    # An outage is no broken stream: read again once the engine is back.
-                    await self.runner.health.wait_up()
-                    continue
-                running = True
-            if not running:
-                return
-            failures = 0 if self.delivered > before else failures + 1
-            if failures > WAIT_RETRIES:
-                raise RuntimeError(f"the {self.stream} log stream keeps breaking")
-            await asyncio.sleep(RETRY_DELAY)
-
-    async def read_all(self) -> None:
-        """Copy the whole stream as it is now, without following."""
-        await self._read(follow=False)
-
-    async def catch_up(self) -> None:
-        """Copy what follows the last entry read (the engine has no byte offsets)."""
-        if not self.last_ts:
-            await self.read_all()
-            return
-        # ``since`` is inclusive: the entries of that instant already read come again.
-        self._skip = self.same_ts
-        await self._read(follow=False, since=_unix_time(self.last_ts.decode()))
-
-    async def _read(self, *, follow: bool, since: str | None = None) -> None:
-        if since is None:
-            self.position, self.last_ts, self.same_ts = 0, b"", 0
-        params = {self.stream: "1", "timestamps": "1", "follow": "1" if follow else "0"}
-        if since is not None:
-            params["since"] = since
-        path = f"containers/{self.container_id}/logs"
-        async with self.runner._request(path, params=params) as response:
-            # Frames: 8-byte header (stream, 3 zero bytes, big-endian length), then one entry.
-            buffer = bytearray()
-            async for chunk in response.content.iter_any():
-                buffer += chunk
-                while len(buffer) >= 8:
-                    end = 8 + int.from_bytes(buffer[4:8], "big")
-                    if len(buffer) < end:
-                        break
-                    self._feed(bytes(buffer[8:end]))
-                    del buffer[:end]
-            if buffer:
-                raise aiohttp.ClientPayloadError("log stream ended inside a frame")
-
-    def _feed(self, entry: bytes) -> None:
-        ts, _, data = entry.partition(b" ")  # "<RFC 3339 timestamp> <bytes>"
-        if ts == self.last_ts:
-            if self._skip:
-                self._skip -= 1
-                return
-            self.same_ts += 1
-        else:
-            self.last_ts, self.same_ts = ts, 1
-        self._skip = 0
-        end = self.position + len(data)
-        if end > self.delivered:
-            self.sink.write(self.stream, data[max(0, self.delivered - self.position) :])
-            self.delivered = end
-        self.position = end
-
-
-_TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
-
-
 def _finished_at(state: Mapping[str, Any]) -> float | None:
     """When the container ended, in seconds since the epoch; None if unknown."""
     try:
-        return float(_unix_time(str(state.get("FinishedAt") or "")))
+        return float(unix_time(str(state.get("FinishedAt") or "")))
     except ValueError:
         return None
-
-
-def _unix_time(timestamp: str) -> str:
-    """An RFC 3339 timestamp as "seconds.nanoseconds" since the epoch, keeping nanoseconds."""
-    match = _TIMESTAMP.match(timestamp)
-    if match is None:
-        raise ValueError(f"unexpected log timestamp {timestamp!r}")
-    zone = "+00:00" if match[3] == "Z" else match[3]
-    seconds = int(datetime.fromisoformat(match[1] + zone).timestamp())
-    return f"{seconds}.{(match[2] or '').ljust(9, '0')}"

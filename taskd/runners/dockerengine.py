@@ -28,6 +28,14 @@ _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=5)
 # An engine stops its containers during the seconds before its API goes away.
 SHUTDOWN_LEAD = 30.0
 
+# Errors that mean "the engine did not answer this request", as opposed to a bug of ours.
+API_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+def is_missing(exc: BaseException) -> bool:
+    """Whether the engine answered that the object does not exist."""
+    return isinstance(exc, aiodocker.DockerError) and exc.status == 404
+
 
 def unreachable(exc: BaseException) -> bool:
     """Whether an error may mean the engine went away (no answer, as opposed to a refusal).

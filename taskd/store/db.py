@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 log = structlog.get_logger("taskd.store")
 
-# Set while a request with an Idempotency-Key is handled (see taskd.api.idempotency): it may
+# Set while a request with an Idempotency-Key is handled (see taskd.http.idempotency): it may
 # wrap the write that creates, so the key is stored in the same transaction as what it made.
 WRITE_HOOK: ContextVar[Callable[[Callable[..., Any]], Callable[..., Any]] | None] = ContextVar(
     "taskd_write_hook", default=None

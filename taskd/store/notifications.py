@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from taskd.errors import NotFound
 from taskd.notify import rules
 
 HISTORY = 50  # finished runs looked at for streaks and usual durations
@@ -241,14 +242,16 @@ def clock_alerts(db: sqlite3.Connection, now: int) -> tuple[list[tuple], int | N
 
 
 def usual_seconds(db: sqlite3.Connection, name: str, before_id: int | None = None) -> float | None:
-    """The p95 duration of the definition's recent successful runs (None: too few)."""
+    """How long the definition's runs usually take at most: the p95 of its recent successful
+    runs plus a margin (None: too few runs to say)."""
     rows = db.execute(
         "SELECT started_at, ended_at FROM runs WHERE kind = 'process' AND name = ?"
         " AND +state = 'succeeded' AND +id < ? AND started_at IS NOT NULL"
         " ORDER BY created_at DESC, id DESC LIMIT ?",
         (name, before_id if before_id is not None else 1 << 62, rules.USUAL_WINDOW),
     ).fetchall()
-    return rules.p95([(r["ended_at"] - r["started_at"]) / 1e9 for r in rows])
+    usual = rules.p95([(r["ended_at"] - r["started_at"]) / 1e9 for r in rows])
+    return None if usual is None else rules.usual_limit(usual)
 
 
 def overdue(db: sqlite3.Connection, name: str) -> int | None:
@@ -301,3 +304,9 @@ def queue_test(db: sqlite3.Connection, definition: str, at: int) -> int:
         q.add(kind, cfg, event, {"definition": definition, "test": True,
                                  "dedup_key": f"taskd/{definition}/test"})  # fmt: skip
     return q.count
+
+
+def definition_exists(db: sqlite3.Connection, name: str) -> None:
+    """NotFound unless a process definition of that name exists."""
+    if db.execute("SELECT 1 FROM definitions WHERE name = ?", (name,)).fetchone() is None:
+        raise NotFound(f"no process definition named {name!r}")

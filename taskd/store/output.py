@@ -104,3 +104,32 @@ def assemble(chunks: list[Chunk]) -> bytes:
 
 def dropped_marker(n: int) -> bytes:
     return f"\n[taskd: {n} bytes of output dropped here]\n".encode()
+
+
+ENTRY_TABLES = {
+    "log": ("log_entries", "source", "message"),
+    "metadata": ("metadata_entries", "key", "value"),
+}
+
+
+def add_entries_of(
+    db: sqlite3.Connection,
+    attempt_id: int,
+    logs: list[tuple[str, int, str, str]],
+    metadata: list[tuple[str, int, str, str]],
+) -> None:
+    """Append log entries and metadata of an attempt known by its row id (its own output)."""
+    for kind, rows in (("log", logs), ("metadata", metadata)):
+        if rows:
+            table, a, b = ENTRY_TABLES[kind]
+            db.executemany(
+                f"INSERT OR IGNORE INTO {table} (uuid, attempt_id, at, {a}, {b})"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(u, attempt_id, at, x, y) for u, at, x, y in rows],
+            )
+
+
+def attempt_open(db: sqlite3.Connection, attempt_id: int) -> bool:
+    """Whether the attempt exists and has not ended (its output may still grow)."""
+    row = db.execute("SELECT ended_at FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
+    return row is not None and row["ended_at"] is None

@@ -20,7 +20,7 @@ import pytest
 
 from tests.docker.test_engine_outage import metric, private_engine, taskd  # noqa: F401
 from tests.docker.test_processes_docker import docker_task, one_process, put_and_trigger
-from tests.integration.sundial import wait_for
+from tests.processes.sundial import wait_for
 from tests.server import TOKEN
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

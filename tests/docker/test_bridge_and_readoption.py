@@ -19,7 +19,7 @@ from tests.docker.test_processes_docker import (
     put_and_trigger,
 )
 from tests.dockerutil import remove_labelled
-from tests.integration.sundial import wait_for
+from tests.processes.sundial import wait_for
 from tests.server import Server
 
 pytestmark = pytest.mark.docker

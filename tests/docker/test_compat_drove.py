@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN
+from tests.dagruns.test_compat_daggy import same_shape
 from tests.docker.test_containertasks import drove  # noqa: F401  (fixture)
-from tests.integration.test_compat_daggy import same_shape
 
 pytestmark = pytest.mark.docker
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from taskd.api.keys import SERVICES
 from taskd.engine.capacity import host_cores
+from taskd.http.keys import SERVICES
 from tests.conftest import ADMIN
 from tests.dockerutil import remove_labelled
 

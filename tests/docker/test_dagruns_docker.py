@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from taskd.api.keys import SERVICES
+from taskd.http.keys import SERVICES
+from tests.dagruns.test_dagruns import Api, job
 from tests.dockerutil import remove_labelled
-from tests.integration.test_dagruns import Api, job
 
 pytestmark = pytest.mark.docker
 

@@ -13,8 +13,8 @@ import re
 import pytest
 
 from tests.docker.test_processes_docker import docker_task, one_process, put_and_trigger
-from tests.integration.sundial import wait_for
 from tests.privateengine import PrivateEngine, private_engine_possible
+from tests.processes.sundial import wait_for
 from tests.server import Server
 
 pytestmark = pytest.mark.docker

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.dockerutil import remove_labelled
-from tests.integration.sundial import wait_for
+from tests.processes.sundial import wait_for
 from tests.server import Server
 
 pytestmark = pytest.mark.docker

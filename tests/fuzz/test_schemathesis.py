@@ -36,10 +36,10 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import use_after_free
 
-from taskd.api import create_app
-from taskd.api.envelopes import family_of
-from taskd.api.openapi import build
+from taskd.app import create_app
 from taskd.config import Settings
+from taskd.http.envelopes import family_of
+from taskd.http.openapi import build
 from taskd.runners.base import RUNNERS
 from tests.fuzz.live import Live, ServerThread, inert
 

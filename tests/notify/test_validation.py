@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.sundial import H, definition, shell
+from tests.processes.sundial import H, definition, shell
 
 
 @pytest.mark.parametrize(

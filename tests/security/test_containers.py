@@ -13,19 +13,19 @@ import types
 
 import pytest
 
-from taskd import dagspec
-from taskd import definitions as defs
-from taskd.api.keys import SERVICES
 from taskd.config import Settings
-from taskd.containertasks import parse_create
+from taskd.containertasks.spec import parse_create
+from taskd.dagruns import spec as dagspec
 from taskd.errors import BadRequest
+from taskd.http.keys import SERVICES
 from taskd.models import JobSpec
+from taskd.processes import definitions as defs
 from taskd.runners.base import AttemptContext
 from taskd.runners.docker import DockerRunner
 from taskd.validate import Doc, Problems
 from tests.conftest import ADMIN
 from tests.dockerutil import remove_labelled
-from tests.integration.sundial import H, definition, finished_process, put, sql, trigger, wait_for
+from tests.processes.sundial import H, definition, finished_process, put, sql, trigger, wait_for
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN}".encode()).decode()}
 

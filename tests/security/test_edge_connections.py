@@ -12,7 +12,7 @@ import time
 
 import aiohttp
 
-from tests.integration.sundial import definition, shell
+from tests.processes.sundial import definition, shell
 from tests.security.edge import ADMIN, open_fds, probing, started
 
 HEAD_START = b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n"

@@ -14,7 +14,7 @@ import sys
 
 import aiohttp
 
-from tests.integration.sundial import definition, shell
+from tests.processes.sundial import definition, shell
 from tests.security.edge import ADMIN, probing, started
 from tests.server import TOKEN
 

@@ -13,7 +13,7 @@ import sys
 
 import aiohttp
 
-from tests.integration.sundial import definition, shell
+from tests.processes.sundial import definition, shell
 from tests.security.edge import ADMIN, probing, started
 
 SLEEPER = {"tasks": {"t": {"job": {"command": ["/bin/sleep", "60"]}}}}

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.sundial import definition, shell, wait_for
+from tests.processes.sundial import definition, shell, wait_for
 from tests.server import TOKEN, Server, free_port
 
 PROBE = """

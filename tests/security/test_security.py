@@ -16,10 +16,10 @@ from pathlib import Path
 
 import aiohttp
 
-from taskd.api.keys import SERVICES
 from taskd.auth import issue_token
+from taskd.http.keys import SERVICES
 from tests.conftest import ADMIN
-from tests.integration.sundial import definition, put, shell, sql, trigger, wait_for
+from tests.processes.sundial import definition, put, shell, sql, trigger, wait_for
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN}".encode()).decode()}
 
@@ -154,7 +154,7 @@ async def test_a_viewer_token_changes_nothing(make_client):
 
 
 async def test_a_task_token_opens_its_own_callbacks_and_nothing_else(make_client, tmp_path):
-    """Extends tests/integration/test_app.py's probe: every route, and a real other task."""
+    """Extends tests/core/test_app.py's probe: every route, and a real other task."""
     client = await make_client()
     (mine, token), (other, other_token) = await task_tokens(client, tmp_path, 2)
     headers = {"Authorization": f"Bearer {token}"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from taskd import dagspec
-from taskd.api.dagbudget import expanded_size
+from taskd.dagruns import spec as dagspec
+from taskd.dagruns.budget import expanded_size
 
 P = {"A": ["1", "2", "3"], "B": ["x", "y"], "UNUSED": ["u"] * 50}
 

@@ -10,7 +10,7 @@ import time
 import orjson
 import pytest
 
-from taskd import dagspec
+from taskd.dagruns import spec as dagspec
 from taskd.errors import BadRequest
 from taskd.models import RetryPolicy
 

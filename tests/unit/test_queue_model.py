@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taskd.errors import BadRequest
-from taskd.queue_model import (
+from taskd.workqueue.model import (
     NewTask,
     TokenBucket,
     fails_for_good,

@@ -8,7 +8,7 @@ from itertools import pairwise
 import pytest
 
 from taskd.errors import BadRequest
-from taskd.schedule import (
+from taskd.processes.schedule import (
     ContinuousSchedule,
     CronSchedule,
     next_continuous,
