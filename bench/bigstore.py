@@ -32,7 +32,9 @@ def definition_name(i: int) -> str:
 
 def cached_store(runs: int, tasks: int) -> Path:
     """The path of a pristine store of that size (built now if it is not cached yet)."""
-    schema = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(HERE.glob("*.sql"))))
+    schema = hashlib.sha256(
+        b"".join(p.name.encode() + p.read_bytes() for p in sorted(HERE.glob("*.sql")))
+    )  # names too: a renumbered migration changes the schema version
     path = CACHE / f"big-{runs}x{tasks}-{schema.hexdigest()[:12]}.db"
     # Its runs are dated relative to the build; rebuild before output retention would apply.
     if path.exists() and time.time() - path.stat().st_mtime > 7 * 86400:

@@ -34,8 +34,10 @@ BENCHMARKS = {
     "local": ("bench.local_tasks", "run"),
     "latency": ("bench.latency", "run"),
     "docker": ("bench.docker_tasks", "run"),
+    "swarm": ("bench.swarm_tasks", "run"),
     "cron": ("bench.cron", "run"),
     "scale": ("bench.scale", "run"),
+    "ui": ("bench.ui_pages", "run"),
     "dag": ("bench.external", "dag"),
     "queue": ("bench.external", "queue"),
 }

@@ -131,6 +131,9 @@ def create_app(settings: Settings, lock: DatabaseLock | None = None) -> web.Appl
     idempotency.setup(app)
     for family in families():
         family.setup(app)
+    from taskd.web import setup as dashboard  # the web dashboard at /
+
+    dashboard(app)
     return app
 
 

@@ -96,6 +96,15 @@ DB_OPTION = click.option(
     "when containers must use another address.",
 )
 @click.option(
+    "--container-runner",
+    type=click.Choice(["docker", "swarm"]),
+    default="docker",
+    show_default=True,
+    envvar="TASKD_CONTAINER_RUNNER",
+    help="What runs container jobs that name no runner: the local Docker engine, or the Docker "
+    "Swarm that engine manages (see docs/scale-out.md).",
+)
+@click.option(
     "--keep-containers",
     is_flag=True,
     envvar="TASKD_KEEP_CONTAINERS",
@@ -300,6 +309,7 @@ def serve(**opts) -> None:
         public_url=opts["public_url"], max_parallel=opts["max_parallel"],
         cpus=opts["cpus"] or Settings().cpus, memory_mb=opts["memory_mb"] or host_memory_mb(),
         docker_network=opts["docker_network"], docker_keep_containers=opts["keep_containers"],
+        container_runner=opts["container_runner"],
         kill_grace=opts["kill_grace"], shutdown_grace=opts["shutdown_grace"],
         allowed_volumes=tuple(opts["allow_volume"]),
         local_user=opts["local_user"] or default_local_user(),

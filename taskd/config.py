@@ -80,6 +80,7 @@ class Settings:
     # runners
     docker_network: str = "auto"  # "auto": bridge when the engine has it, else none
     docker_keep_containers: bool = False
+    container_runner: str = "docker"  # what runs container jobs that name no runner
     kill_grace: float = 10.0  # stop signal -> hard kill
     shutdown_grace: float = 5.0  # SIGTERM: how long local processes may finish
     allowed_volumes: tuple[str, ...] = ()  # host paths (and what is below them) jobs may mount

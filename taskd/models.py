@@ -105,7 +105,7 @@ class Volume:
 class JobSpec:
     """What a runner needs to start one attempt. Resolved at submission; never changes."""
 
-    runner: str  # "docker" | "local"
+    runner: str  # "docker" | "local" | "swarm"
     command: tuple[str, ...] = ()  # argv (docker: the container's Cmd)
     image: str | None = None  # docker only, "name:tag"
     script: str | None = None  # local only: run with /bin/sh -c
@@ -116,6 +116,9 @@ class JobSpec:
     volumes: tuple[Volume, ...] = ()
     pull_timeout: float = 300.0
     workdir: str | None = None
+    # swarm: placement constraints ("node.labels.gpu==1") and spread preferences (label names)
+    constraints: tuple[str, ...] = ()
+    preferences: tuple[str, ...] = ()
 
     def to_doc(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies and costs ~10x more on 10,000-task DAGs.
@@ -138,6 +141,8 @@ class JobSpec:
             ],
             "pull_timeout": self.pull_timeout,
             "workdir": self.workdir,
+            "constraints": list(self.constraints),
+            "preferences": list(self.preferences),
         }
 
     @classmethod
@@ -146,7 +151,24 @@ class JobSpec:
         doc["command"] = tuple(doc.get("command") or ())
         doc["env"] = tuple(tuple(pair) for pair in doc.get("env") or ())
         doc["volumes"] = tuple(Volume(**v) for v in doc.get("volumes") or ())
+        doc["constraints"] = tuple(doc.get("constraints") or ())
+        doc["preferences"] = tuple(doc.get("preferences") or ())
         return cls(**doc)
+
+
+CONTAINER_RUNNERS = ("docker", "swarm")
+# What runs a container job that names no runner; the server sets it from --container-runner.
+_container_runner = ["docker"]
+
+
+def default_container_runner() -> str:
+    return _container_runner[0]
+
+
+def set_default_container_runner(name: str) -> None:
+    if name not in CONTAINER_RUNNERS:
+        raise ValueError(f"no container runner named {name!r}")
+    _container_runner[0] = name
 
 
 MAX_BACKOFF = 366 * 86400.0  # seconds

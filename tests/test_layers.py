@@ -4,7 +4,8 @@
 - The core (every other module but the composition root) imports no family at all.
 - Nobody but the root imports the root (``taskd.app``, the CLI, the web UI) to run: it imports
   every family. Type hints under ``TYPE_CHECKING`` may name it.
-- SQL is written only under ``taskd/store/`` and in a family's ``store.py`` / ``store_*.py``.
+- SQL is written only under ``taskd/store/``, in a family's ``store.py`` / ``store_*.py``, and
+  in the web dashboard's own ``taskd/web/store.py`` (its reads across families).
 
 Each rule is a function over (module name, source) so the tests below show it catches a
 violation as well as that today's tree has none. Nothing is excepted.
@@ -104,7 +105,7 @@ def import_violations(module: str, source: str, known: set[str]) -> list[str]:
 
 def may_speak_sql(module: str) -> bool:
     parts = module.split(".")
-    if parts[:2] == ["taskd", "store"]:
+    if parts[:2] == ["taskd", "store"] or module == "taskd.web.store":
         return True
     last = parts[-1]
     return (
@@ -228,6 +229,8 @@ def test_sql_outside_the_store_is_caught(source):
     assert sql_violations("taskd.dagruns.store", source) == []
     assert sql_violations("taskd.workqueue.store_projects", source) == []
     assert sql_violations("taskd.store.runs", source) == []
+    assert sql_violations("taskd.web.store", source) == []
+    assert sql_violations("taskd.web.views", source)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,16 @@ from typing import Any
 import orjson
 
 from taskd.containertasks import store as cq
-from taskd.models import RUN_ACTIVE, JobSpec, RetryPolicy, RunKind, TaskTemplate, Trigger, Volume
+from taskd.models import (
+    RUN_ACTIVE,
+    JobSpec,
+    RetryPolicy,
+    RunKind,
+    TaskTemplate,
+    Trigger,
+    Volume,
+    default_container_runner,
+)
 from taskd.secrets import env_value, parse_env_value
 from taskd.store.runs import RunPlan
 from taskd.timefmt import epoch_ms
@@ -260,7 +269,7 @@ def parse_spec(spec: Doc, svc: Any, problems: Problems | None = None) -> tuple[R
         "DROVE_EXECUTOR_HOST": svc.settings.hostname,
     }
     # HOST comes first so the task's own env can override it, as in Drove.
-    job = JobSpec(runner="docker", image=url, command=tuple(args),
+    job = JobSpec(runner=default_container_runner(), image=url, command=tuple(args),
                   env=tuple({"HOST": svc.settings.hostname,
                              **{k: env_value(v) for k, v in env.items()},
                              **injected}.items()),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskd.dag import find_cycle
-from taskd.models import JobSpec, RetryPolicy, TaskTemplate
+from taskd.models import JobSpec, RetryPolicy, TaskTemplate, default_container_runner
 
 PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
 
@@ -45,6 +45,8 @@ class TaskDef:
     parents: list[str] | tuple[()]  # as given; () when absent (no allocation per task)
     children: list[str] | tuple[()]
     templated: bool = False  # command or environment has a {{...}} placeholder
+    runner: str | None = None  # a container runner named by the job (else the default)
+    constraints: tuple[str, ...] = ()  # swarm placement constraints
 
 
 # -- expansion ------------------------------------------------------------------------------
@@ -211,11 +213,11 @@ def build(
     """Add the templates of one defined task: one per combination of its parameters' values."""
     retry = retry_policy(d.max_retries, d.retry_interval)
     image = with_tag(d.image) if d.image else None
-    runner = "docker" if image else "local"
+    runner = (d.runner or default_container_runner()) if image else "local"
     cpus = float(d.cpus)
     if not uses:  # the common case, kept cheap for DAGs of many distinct tasks
         job = JobSpec(runner, tuple(d.command), image, None, env_pairs(d.environment), cpus,
-                      d.memory_mb)  # fmt: skip
+                      d.memory_mb, constraints=d.constraints)  # fmt: skip
         out.append(template(d, d.name, job, retry, parents, d.job))
         return
     index = {p: i for i, p in enumerate(uses)}
@@ -225,7 +227,8 @@ def build(
     for name, combo in zip(names, combos, strict=True):
         argv = [c.format(*combo) for c in command]
         env = [c.format(*combo) for c in environment]
-        job = JobSpec(runner, tuple(argv), image, None, env_pairs(env), cpus, d.memory_mb)
+        job = JobSpec(runner, tuple(argv), image, None, env_pairs(env), cpus, d.memory_mb,
+                      constraints=d.constraints)  # fmt: skip
         echo = {**d.job, "command": argv, "environment": env}
         out.append(template(d, name, job, retry, list(parents), echo))
 

@@ -35,11 +35,15 @@ SCHEMAS = {
             "memoryMB": numeric(1 << 30, integer=True),
             "timeoutSeconds": numeric(366 * 86400, positive=True),
             "image": {"type": "string", "pattern": r"\S"},
+            "runner": {"enum": ["docker", "swarm"]},
+            "constraints": arr(STR),
         },
         ["command"],
         closed=True,
         description="`command` is an argv for the local runner; with `image` it runs on docker"
-        " (extension). `{{NAME}}` placeholders in command and environment are expanded.",
+        " (extension), or on a Docker Swarm with `runner: swarm` (placed by `constraints` such"
+        " as `node.labels.gpu==1`). `{{NAME}}` placeholders in command and environment are"
+        " expanded.",
     ),
     "DaggyTask": obj(
         {

@@ -24,7 +24,7 @@ import orjson
 
 from taskd.dagruns.expand import TaskDef, expand
 from taskd.errors import BadRequest
-from taskd.models import TaskTemplate
+from taskd.models import CONTAINER_RUNNERS, TaskTemplate
 from taskd.secrets import MARK as SECRET_MARK
 from taskd.secrets import NAME as SECRET_NAME
 from taskd.validate import type_name
@@ -37,7 +37,8 @@ SPEC_KEYS = frozenset({"tag", "parameters", "tasks"})
 TASK_KEYS = frozenset(
     {"job", "maxRetries", "retryIntervalSeconds", "parents", "children", "isGenerator"}
 )
-JOB_KEYS = frozenset({"command", "environment", "cores", "memoryMB", "timeoutSeconds", "image"})
+JOB_KEYS = frozenset({"command", "environment", "cores", "memoryMB", "timeoutSeconds", "image",
+                      "runner", "constraints"})  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -242,6 +243,18 @@ def parse_job(raw: Any, task: str, errors: list[str], d: TaskDef) -> None:
         errors.append(f"{where}.image must be a non-empty string")
         image = None
     d.image = image
+    if (runner := get("runner")) is not None:
+        if runner not in CONTAINER_RUNNERS:
+            errors.append(f"{where}.runner must be one of {', '.join(CONTAINER_RUNNERS)}")
+        elif image is None:
+            errors.append(f"{where}.runner needs an image: only container jobs have a runner")
+        else:
+            d.runner = runner
+    if (constraints := get("constraints")) is not None:
+        if not isinstance(constraints, list) or not all(map(isinstance, constraints, repeat(str))):
+            errors.append(f"{where}.constraints must be an array of strings")
+        else:
+            d.constraints = tuple(constraints)
     d.job = raw  # as given; readers add Daggy's default "environment": []
 
 

@@ -26,7 +26,6 @@ from taskd.models import (
     TaskState,
     after_attempt,
     attempt_succeeded,
-    now_ns,
 )
 from taskd.output import OutputWriter
 from taskd.runners.base import AttemptContext, Runner, Started, StartFailed
@@ -50,11 +49,11 @@ class Attempts:
 
     def _dispatch(self) -> None:
         self._dispatch_handle = None
-        ch = q.Changes(now_ns())
+        ch = q.Changes(self.clock.now_ns())
         starting: list[LiveAttempt] = []
         passed: list[TaskNode] = []
         reserved = None  # the job that waited too long: what others must leave room for
-        clock = asyncio.get_running_loop().time()
+        clock = self.clock.time()
         while self.ready and not self.capacity.full and len(passed) < 256:
             task = self.ready.popleft()
             if task.state is not TaskState.READY or task.live is not None:
@@ -108,7 +107,7 @@ class Attempts:
             cpuset=cpuset,
         )  # fmt: skip
         att = LiveAttempt(id=0, uuid=attempt_uuid, task=task, number=number, ctx=ctx,
-                          cpuset=cpuset)  # fmt: skip
+                          cpuset=cpuset, created_ns=ch.at)  # fmt: skip
         task.live = att
         self.live[attempt_uuid] = att
         self._set(task, TaskState.RUNNING, ch, attempts=number)
@@ -192,7 +191,7 @@ class Attempts:
             self.metrics.runner_errors.labels(runner.name).inc()
             return Outcome(AttemptState.START_FAILED, reason=str(exc))
         att.started = started
-        at = now_ns()
+        at = self.clock.now_ns()
         ch = q.Changes(at)
         ch.attempt(att.id, state=AttemptState.RUNNING, started_at=at,
                    container_id=started.container_id, pid=started.pid,
@@ -214,15 +213,14 @@ class Attempts:
         started = att.started or Started()
         max_runtime = att.task.max_runtime
         if max_runtime and adopt.get("started_at"):
-            max_runtime = max(0.0, max_runtime - (now_ns() - adopt["started_at"]) / 1e9)
+            max_runtime = max(0.0, max_runtime - (self.clock.now_ns() - adopt["started_at"]) / 1e9)
         self._arm_deadline(att, max_runtime)
         return await runner.adopt(att.ctx, started, sink, adopt["seen"])
 
     def _arm_deadline(self, att: LiveAttempt, seconds: float | None) -> None:
         if seconds:
-            loop = asyncio.get_running_loop()
             reason = f"ran longer than its limit of {att.task.max_runtime:g} seconds"
-            att.deadline = loop.call_later(
+            att.deadline = self.clock.call_later(  # type: ignore[assignment]
                 seconds, self.stop_attempt, att, AttemptState.TIMED_OUT, reason
             )
 
@@ -273,7 +271,7 @@ class Attempts:
         await sink.close()
         self.followers.wake(att.id)
 
-        now = now_ns()
+        now = self.clock.now_ns()
         self.capacity.give(task.job, att.cpuset)
         self.live.pop(att.uuid, None)
         att.task.live = None

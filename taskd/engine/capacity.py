@@ -78,3 +78,41 @@ class Capacity:
         self.used_memory = max(0, self.used_memory - job.memory_mb)
         if cores:
             self.free_cores = sorted({*self.free_cores, *cores})
+
+
+class Pools(Capacity):
+    """The host's capacity, plus a pool of its own for each runner that runs elsewhere.
+
+    A job of a runner with a pool (the swarm) is accounted there and leaves the host alone.
+    """
+
+    def __init__(self, slots: int, cpus: float, memory_mb: int) -> None:
+        super().__init__(slots, cpus, memory_mb)
+        self.pools: dict[str, Capacity] = {}
+
+    def refusal(self, job: JobSpec) -> str | None:
+        pool = self.pools.get(job.runner)
+        return pool.refusal(job) if pool is not None else super().refusal(job)
+
+    @property
+    def full(self) -> bool:
+        return self.used_slots >= self.slots and all(p.full for p in self.pools.values())
+
+    def fits(self, job: JobSpec, reserved: JobSpec | None = None) -> bool:
+        pool = self.pools.get(job.runner)
+        if reserved is not None and self.pools.get(reserved.runner) is not pool:
+            reserved = None  # waiting for another pool: no room to leave here
+        if pool is not None:
+            return pool.fits(job, reserved)
+        return super().fits(job, reserved)
+
+    def take(self, job: JobSpec) -> tuple[int, ...]:
+        pool = self.pools.get(job.runner)
+        return pool.take(job) if pool is not None else super().take(job)
+
+    def give(self, job: JobSpec, cores: tuple[int, ...]) -> None:
+        pool = self.pools.get(job.runner)
+        if pool is not None:
+            pool.give(job, cores)
+        else:
+            super().give(job, cores)

@@ -19,7 +19,6 @@ from taskd.models import (
     RetryPolicy,
     RunState,
     TaskState,
-    now_ns,
     readiness,
 )
 from taskd.store import runs as q
@@ -59,7 +58,7 @@ class Commands:
         run = await self.load(run_id)
         if run.state is RunState.SUCCEEDED:
             raise Conflict("the run succeeded; there is nothing to retry")
-        ch = q.Changes(now_ns())
+        ch = q.Changes(self.clock.now_ns())
         if run.kill_requested:
             run.kill_requested = False
             ch.run(run.id, kill_requested=0)
@@ -102,7 +101,7 @@ class Commands:
             # An ended run stays here until its end is written: it is not killed by a late kill.
             return None
         self._check_writable(run_id)
-        ch = q.Changes(now_ns())
+        ch = q.Changes(self.clock.now_ns())
         if not run.kill_requested:
             run.kill_requested = True
             ch.run(run.id, kill_requested=1)
@@ -114,7 +113,7 @@ class Commands:
 
     async def kill_task(self, task: TaskNode, reason: str = "the task was killed") -> None:
         self._check_writable(task.run.id)
-        ch = q.Changes(now_ns())
+        ch = q.Changes(self.clock.now_ns())
         self._kill_task(task, reason, ch)
         await self._commit(ch)
 

@@ -19,7 +19,8 @@ from typing import Any
 import structlog
 
 from taskd.engine.attempts import Attempts
-from taskd.engine.capacity import Capacity
+from taskd.engine.capacity import Pools
+from taskd.engine.clock import Clock
 from taskd.engine.commands import Commands
 from taskd.engine.graph import LiveAttempt, RunNode, TaskNode, link, run_from_row, task_from_row
 from taskd.engine.repair import Ended, repair
@@ -34,9 +35,9 @@ from taskd.models import (
     TaskState,
     TaskTemplate,
     check_transition,
-    now_ns,
     readiness,
     run_result,
+    set_default_container_runner,
 )
 from taskd.output import Followers
 from taskd.runners.base import RUNNERS, Runner
@@ -58,14 +59,22 @@ FAIR_WAIT = 30.0
 class Engine(Attempts, Commands):
     """Owns active runs, capacity, live attempts and the runners."""
 
-    def __init__(self, settings: Any, store: Store, instance: str) -> None:
+    def __init__(
+        self, settings: Any, store: Store, instance: str, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
+        # Every timer and time stamp goes through it, so tests can step time (FakeClock).
+        self.clock = clock or Clock()
         self.store = store
         self.instance = instance
         self.runners: dict[str, Runner] = {
             name: cls(settings, instance) for name, cls in RUNNERS.items()
         }
-        self.capacity = Capacity(settings.max_parallel, settings.cpus, settings.memory_mb)
+        set_default_container_runner(getattr(settings, "container_runner", "docker"))
+        self.capacity = Pools(settings.max_parallel, settings.cpus, settings.memory_mb)
+        for name, runner in self.runners.items():
+            if (pool := getattr(runner, "pool", None)) is not None:
+                self.capacity.pools[name] = pool  # jobs it runs elsewhere count there
         self.metrics = Metrics()
         self.supervisor = Supervisor(self.metrics.registry)
         self.followers = Followers()
@@ -78,6 +87,8 @@ class Engine(Attempts, Commands):
         # notification outbox, so a message is queued exactly when the run's end is stored.
         self.run_end_writes: list[Callable[[Any, int, int], Any]] = []
         self.secret_values: dict[str, str] = {}  # what {"secret": NAME} in a job env resolves to
+        # Told of every committed batch (the dashboard's live views follow runs through it).
+        self.committed: list[Callable[[q.Changes], None]] = []
         self.generator_hook: GeneratorHook | None = None
         self._next_task_id = 0
         self._dispatch_handle: asyncio.Handle | None = None
@@ -110,9 +121,12 @@ class Engine(Attempts, Commands):
         from taskd.engine.recovery import recover
 
         self._next_task_id = await self.store.read(q.max_task_id)
+        for runner in self.runners.values():
+            if (open_ := getattr(runner, "open", None)) is not None:
+                await open_(self._dispatch_soon)  # e.g. read the swarm's nodes
         await recover(self)
         self._dispatch_soon()
-        retention = Retention(self.settings, self.store, lambda: set(self.runs))
+        retention = Retention(self.settings, self.store, lambda: set(self.runs), self.clock.now_ns)
         self.supervisor.spawn("retention", retention.loop)
 
     async def stop(self) -> None:
@@ -190,7 +204,7 @@ class Engine(Attempts, Commands):
         if errors:
             raise BadRequest("the run cannot be placed on this host", details=errors)
         ids = self.new_task_ids(t.name for t in plan.tasks)
-        at = now_ns()
+        at = self.clock.now_ns()
         run_id = await self.store.write(insert_run_and, plan, ids, at, also)
         run = RunNode(
             id=run_id, uuid=plan.uuid, kind=plan.kind, name=plan.name, state=RunState.QUEUED,
@@ -302,16 +316,15 @@ class Engine(Attempts, Commands):
             ch.also.append(functools.partial(write, run_id=run.id, at=ch.at))
 
     def _arm_retry(self, task: TaskNode) -> None:
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, (task.retry_at or 0) - now_ns()) / 1e9
-        task.timer = loop.call_later(delay, self._retry_due, task)
+        delay = max(0.0, (task.retry_at or 0) - self.clock.now_ns()) / 1e9
+        task.timer = self.clock.call_later(delay, self._retry_due, task)  # type: ignore[assignment]
 
     def _retry_due(self, task: TaskNode) -> None:
         task.timer = None
         if task.run.id in self._repairing:
             return  # the rebuilt run arms its own timer
         if task.state is TaskState.RETRY_WAIT and not self._closing:
-            ch = q.Changes(now_ns())
+            ch = q.Changes(self.clock.now_ns())
             self._set(task, TaskState.READY, ch, retry_at=None)
             self.spawn(self._commit_quietly(ch), "commit-retry")
             self._dispatch_soon()
@@ -337,6 +350,8 @@ class Engine(Attempts, Commands):
             await self._commit(ch)
 
     def _committed(self, ch: q.Changes) -> None:
+        for observer in self.committed:
+            observer(ch)
         for run_id, cols in ch.runs.items():
             state = cols.get("state")
             if state in RUN_TERMINAL:

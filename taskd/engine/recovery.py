@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from taskd.engine.graph import LiveAttempt
-from taskd.models import TaskState, now_ns
+from taskd.models import TaskState
 from taskd.runners.base import AttemptContext, Started
 from taskd.store import output as output_q
 from taskd.store import runs as q
@@ -29,7 +29,7 @@ log = structlog.get_logger("taskd.recovery")
 
 async def recover(engine: Engine) -> None:
     loaded = await engine.store.read(q.load_runs, None)
-    ch = q.Changes(now_ns())
+    ch = q.Changes(engine.clock.now_ns())
     adopted: list[tuple[LiveAttempt, dict]] = []
     for item in loaded:
         run = engine.build(item)

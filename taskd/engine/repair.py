@@ -10,7 +10,6 @@ that were decided but never written are decided again on the rebuilt run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ import structlog
 
 from taskd.engine.graph import LiveAttempt, RunNode, TaskNode
 from taskd.engine.recovery import adopt_attempt
-from taskd.models import RUN_TERMINAL, Outcome, RunState, TaskState, TaskTemplate, now_ns
+from taskd.models import RUN_TERMINAL, Outcome, RunState, TaskState, TaskTemplate
 from taskd.store import output as output_q
 from taskd.store import runs as q
 
@@ -52,8 +51,7 @@ async def repair(engine: Engine, run_id: int) -> None:
     delay = min(REPAIR_MAX, REPAIR_FIRST * 2 ** min(engine._write_failures - 1, 8))
     while not engine._closing:
         # Sooner if another write of the engine went through: the store takes writes again.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(engine.writable.wait(), delay)
+        await engine.clock.wait(engine.writable, delay)
         delay = min(REPAIR_MAX, delay * 2)
         try:
             async with engine.run_lock(run_id):
@@ -88,7 +86,7 @@ async def rebuild(engine: Engine, run_id: int) -> None:
     run = engine.build(item)
     if old is not None:
         run.done = old.done
-    ch = q.Changes(now_ns())
+    ch = q.Changes(engine.clock.now_ns())
     ch.run(run.id, updated_at=ch.at)  # a real write: it succeeds only if the store takes writes
     if run.state in RUN_TERMINAL and item.attempts:
         # Its end was written but an attempt started after it was too: it goes on.

@@ -42,10 +42,17 @@ def timed(db: Any, fn: Callable[..., int], *args: Any) -> tuple[int, float]:
 class Retention:
     """Deletes old output and history; ``run_pass`` once, or ``loop`` forever."""
 
-    def __init__(self, settings: Any, store: Store, active: Callable[[], set[int]]) -> None:
+    def __init__(
+        self,
+        settings: Any,
+        store: Store,
+        active: Callable[[], set[int]],
+        clock: Callable[[], int] = now_ns,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.active = active  # ids of runs the engine holds: never touched
+        self.clock = clock  # wall time in ns: what counts as old is measured on the engine's
         self._output_after: dict[tuple[str, str], int] = {}  # count rule: ids done per name
         self.batch = BATCH  # runs per delete now: a run of 100,000 tasks takes longer than one
 
@@ -67,7 +74,7 @@ class Retention:
         deleted = 0
         days, keep = self.settings.keep_runs_days, self.settings.keep_runs_per_definition
         if days > 0:
-            cutoff = now_ns() - int(days * DAY_NS)
+            cutoff = self.clock() - int(days * DAY_NS)
             while ids := await self.store.read(rq.aged_runs, cutoff, self.batch):
                 gone = await self._delete(rq.drop_runs, self._idle(ids))
                 if not gone:
@@ -107,7 +114,7 @@ class Retention:
         deleted = 0
         days, keep = self.settings.log_retention_days, self.settings.log_retention_runs
         if days > 0:
-            cutoff = now_ns() - int(days * DAY_NS)
+            cutoff = self.clock() - int(days * DAY_NS)
             since, after_id = await self.store.read(rq.output_watermark), 0
             while rows := await self.store.read(
                 rq.ended_between, since, after_id, cutoff, self.batch

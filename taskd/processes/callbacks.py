@@ -32,9 +32,12 @@ class CallbackListener:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._runner: web.AppRunner | None = None
+        self._bound: set[str] = set()  # several runners may ask for the same gateway
 
     async def bind(self, address: str) -> None:
         """Listen on ``address`` (the main port); OSError when that is not possible."""
+        if address in self._bound:
+            return
         if self._runner is None:
             settings = self.services.settings
             app = web.Application(
@@ -48,6 +51,7 @@ class CallbackListener:
             await self._runner.setup()
         site = web.TCPSite(self._runner, address, self.services.settings.port)
         await site.start()
+        self._bound.add(address)
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -56,11 +60,12 @@ class CallbackListener:
 
 
 async def _start(services: Services) -> None:
-    docker = services.engine.runners.get("docker")
-    if docker is not None and hasattr(docker, "callbacks"):
+    runners = [r for r in services.engine.runners.values() if hasattr(r, "callbacks")]
+    if runners:
         listener = CallbackListener(services)
         services.extras["callback_listener"] = listener
-        docker.callbacks.bind = listener.bind
+        for runner in runners:  # docker, and swarm jobs on this host's bridge
+            runner.callbacks.bind = listener.bind
 
 
 async def _stop(services: Services) -> None:

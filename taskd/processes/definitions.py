@@ -10,7 +10,13 @@ import re
 from typing import Any
 
 from taskd.dag import find_cycle
-from taskd.models import JobSpec, RetryPolicy, TaskTemplate
+from taskd.models import (
+    CONTAINER_RUNNERS,
+    JobSpec,
+    RetryPolicy,
+    TaskTemplate,
+    default_container_runner,
+)
 from taskd.notify.rules import parse_alerts, parse_notifications
 from taskd.processes import schedule as sched
 from taskd.secrets import env_value, parse_env_value
@@ -119,6 +125,14 @@ def parse_executable(kind: str, exe: Doc) -> dict[str, Any]:
         "command": exe.strings("command"),
         "environment_variables": env,
     }
+    runner = exe.str("runner", None, nonempty=True)
+    if runner is not None and runner not in CONTAINER_RUNNERS:
+        exe.problems.add(f"{exe.where('runner')} must be one of {', '.join(CONTAINER_RUNNERS)}")
+    elif runner is not None:
+        out["runner"] = runner
+    for key in ("constraints", "placement_preferences"):
+        if values := exe.strings(key):
+            out[key] = values
     memory = exe.int("memory", None, minimum=4, maximum=1 << 22)
     cpu_key = "vCpus" if kind == "batch_image_command" else "cpu"
     cpu = exe.num(cpu_key, None, minimum=0, maximum=1024)
@@ -163,7 +177,9 @@ def job_of(executable: dict[str, Any]) -> JobSpec:
     if ":" not in last and "@" not in last:
         image = f"{image}:{exe.get('tag') or 'latest'}"
     return JobSpec(
-        runner="docker",
+        runner=exe.get("runner") or default_container_runner(),
+        constraints=tuple(exe.get("constraints", ())),
+        preferences=tuple(exe.get("placement_preferences", ())),
         image=image,
         command=tuple(exe.get("command", ())),
         env=env,

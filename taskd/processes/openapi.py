@@ -35,6 +35,10 @@ IMAGE = {
     "command": nullable(arr(STR)),
     "environment_variables": nullable(ENV_VARS),
     "memory": nullable({"type": "integer", "minimum": 4, "maximum": 1 << 22}),
+    # Extensions: where the container runs (docs/scale-out.md).
+    "runner": nullable({"enum": ["docker", "swarm"]}),
+    "constraints": nullable(arr(STR)),
+    "placement_preferences": nullable(arr(STR)),
 }
 CPU = nullable({"type": "number", "minimum": 0, "maximum": 1024})
 

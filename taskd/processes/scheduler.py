@@ -8,17 +8,16 @@ ledger row of its slot, whose primary key makes a second fire of a slot impossib
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid as uuidlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from taskd.engine.clock import Clock
 from taskd.errors import BadRequest, Conflict, NotFound, TaskdError
-from taskd.models import RunKind, Trigger, now_ns
+from taskd.models import RunKind, Trigger
 from taskd.processes import definitions as defs
 from taskd.processes import schedule as sched
 from taskd.processes import store as dq
@@ -50,10 +49,6 @@ def from_ns(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass
 class Entry:
     """What the loop knows of one definition's schedule."""
@@ -71,10 +66,12 @@ class Entry:
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
         self.engine = engine
         self.store = engine.store
-        self.clock = clock
+        # The engine's clock unless told otherwise: every now, timer and wait of the loop goes
+        # through it, so tests step time instead of waiting for it.
+        self.clock = clock or engine.clock
         self.entries: dict[str, Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
@@ -132,11 +129,11 @@ class Scheduler:
     # -- the loop ---------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self.clock
         while True:
             self._wake.clear()
-            now = self.clock()
-            mono = loop.time()
+            now = clock.now()
+            mono = clock.time()
             self._check_clock(now, mono)
             due = [
                 e for e in self.entries.values()
@@ -147,14 +144,13 @@ class Scheduler:
             await asyncio.gather(*(self._due_safely(e, now) for e in due))
             # Sleep on the loop's monotonic clock, never longer than clock_check.
             timeout = self.clock_check
-            now, mono = self.clock(), loop.time()
+            now, mono = clock.now(), clock.time()
             for e in self.entries.values():
                 if e.next is None or e.paused:
                     continue
                 wait = max((e.next - now).total_seconds(), e.hold_until - mono)
                 timeout = min(timeout, max(0.0, wait))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await clock.wait(self._wake, timeout)
 
     def _check_clock(self, now: datetime, mono: float) -> None:
         """After the wall clock was stepped back, plan every schedule again from its new now.
@@ -186,7 +182,7 @@ class Scheduler:
             entry.failures += 1
             delay = min(RETRY_MAX, RETRY_FIRST * 2 ** min(entry.failures - 1, 10))
             entry.anchor, entry.next = anchor, due
-            entry.hold_until = asyncio.get_running_loop().time() + delay
+            entry.hold_until = self.clock.time() + delay
             log.warning("scheduling failed; trying again", definition=entry.name,
                         retry_in=delay, error=str(exc))  # fmt: skip
         else:
@@ -212,8 +208,8 @@ class Scheduler:
         if missed:
             log.warning("missed schedule slots", definition=entry.name, count=len(missed),
                         first=missed[0].isoformat(), last=missed[-1].isoformat())  # fmt: skip
-            await self.store.write(dq.record_slots, entry.name,
-                                   [(to_ns(s), "missed") for s in missed], now_ns())  # fmt: skip
+            slots = [(to_ns(s), "missed") for s in missed]
+            await self.store.write(dq.record_slots, entry.name, slots, self.clock.now_ns())
         for slot in fire:
             await self._slot(entry, slot)
 
@@ -221,7 +217,7 @@ class Scheduler:
         async with self.lock(entry.name):
             active = self.active(entry.name)
             if active and entry.overlap == "wait":
-                at = now_ns()
+                at = self.clock.now_ns()
                 await self.store.write(waiting, entry.name, to_ns(slot), at)
                 return
             if active and entry.overlap == "terminate":
@@ -246,7 +242,7 @@ class Scheduler:
             d = entry.definition
         else:
             d = await self.store.read(dq.get, name)
-        at = now_ns()
+        at = self.clock.now_ns()
         plan = RunPlan(
             kind=RunKind.PROCESS, name=name, trigger=trigger, uuid=str(uuidlib.uuid4()),
             tasks=defs.templates(d.doc, task_filter), task_filter=task_filter,
@@ -267,9 +263,9 @@ class Scheduler:
                 self._rearm(entry, slot)
             return None
         if slot is not None:
-            self.engine.metrics.scheduler_lag.observe(max(0.0, (now_ns() - slot) / 1e9))
+            self.engine.metrics.scheduler_lag.observe(max(0.0, (self.clock.now_ns() - slot) / 1e9))
         if entry is not None and isinstance(entry.schedule, sched.ContinuousSchedule):
-            entry.next = sched.next_continuous(entry.schedule, from_ns(at), self.clock())
+            entry.next = sched.next_continuous(entry.schedule, from_ns(at), self.clock.now())
             self._wake.set()
         log.info("run started", definition=name, run=run.id, trigger=str(trigger))
         return run
@@ -277,7 +273,7 @@ class Scheduler:
     def _rearm(self, entry: Entry, slot: int) -> None:
         """A continuous schedule whose slot had fired already counts on from that slot."""
         if isinstance(entry.schedule, sched.ContinuousSchedule) and entry.next is None:
-            entry.next = sched.next_continuous(entry.schedule, from_ns(slot), self.clock())
+            entry.next = sched.next_continuous(entry.schedule, from_ns(slot), self.clock.now())
             self._wake.set()
 
     # -- triggers and waiting slots ---------------------------------------------------------
@@ -292,7 +288,7 @@ class Scheduler:
         async with self.lock(name):
             active = self.active(name)
             if active and d.doc["overlap_action"] == "wait":
-                await self.store.write(dq.add_trigger, name, task_filter, now_ns())
+                await self.store.write(dq.add_trigger, name, task_filter, self.clock.now_ns())
                 return None
             if active and d.doc["overlap_action"] == "terminate":
                 await self._terminate(active)

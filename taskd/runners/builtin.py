@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-BUILTIN = ("docker", "local")
+BUILTIN = ("docker", "local", "swarm")
 
 
 def load_builtin_runners() -> dict[str, str]:

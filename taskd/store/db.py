@@ -120,6 +120,8 @@ class Store:
         self._flushing = False
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
+        # Reads and flushes under way, so a drain can wait for the store to be idle.
+        self._busy: set[asyncio.Future[Any]] = set()
         self._identity: tuple[int, int] | None = None
         self.lost: str | None = None  # why writes stopped: the file was deleted or replaced
 
@@ -202,7 +204,20 @@ class Store:
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in one read transaction on a reader thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._run_read, fn, args)
+        fut = loop.run_in_executor(self._readers, self._run_read, fn, args)
+        self._busy.add(fut)
+        fut.add_done_callback(self._busy.discard)
+        return await fut
+
+    @property
+    def idle(self) -> bool:
+        """No read under way and no write queued or being committed."""
+        return not self._busy and not self._flushing and not self._pending
+
+    async def until_idle(self) -> None:
+        """Wait for the reads and writes under way (not for ones asked for meanwhile)."""
+        if self._busy:
+            await asyncio.wait(list(self._busy))
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -222,6 +237,8 @@ class Store:
         if not self._flushing:
             self._flushing = True
             self._flush_task = loop.create_task(self._flush(), name="taskd-store-flush")
+            self._busy.add(self._flush_task)
+            self._flush_task.add_done_callback(self._busy.discard)
         return fut
 
     async def _flush(self) -> None:

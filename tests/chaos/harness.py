@@ -37,7 +37,7 @@ import aiohttp
 
 from tests.chaos import host
 from tests.chaos.invariants import Record, check_store, readonly
-from tests.chaos.jobs import DEFINITIONS, Jobs
+from tests.chaos.jobs import DEFINITIONS, TRIGGERED, Jobs
 from tests.faults import SmallDisk
 from tests.server import TOKEN, Server
 
@@ -219,7 +219,7 @@ class Chaos:
     async def trigger_client(self) -> None:
         """Manual triggers, retries of failed processes, and new versions of a definition."""
         while not self.stopping:
-            name = self.rng.choice(("chaos-shell", "chaos-docker"))
+            name = self.rng.choice(TRIGGERED)
             try:
                 status, _ = await self.call("POST", f"/api/process_definitions/{name}/trigger")
                 if status == 204:
@@ -476,6 +476,9 @@ class Chaos:
                 subprocess.run(
                     ["docker", "rm", "-f", *ids], capture_output=True, timeout=60, check=False
                 )
+            if services := host.services(self.instance):
+                subprocess.run(["docker", "service", "rm", *services], capture_output=True,
+                               timeout=60, check=False)  # fmt: skip
         for pid in self.job_processes():
             with contextlib.suppress(OSError):
                 os.kill(pid, 9)
@@ -492,6 +495,8 @@ class Chaos:
         leftovers = self.containers()
         if leftovers:
             problems.append(f"containers of this taskd left after it stopped: {leftovers}")
+        if services := host.services(self.instance):
+            problems.append(f"swarm services of this taskd left after it stopped: {services}")
         processes = self.job_processes()
         if processes:
             problems.append(f"job processes left after taskd stopped: {processes}")

@@ -20,6 +20,15 @@ def containers(instance: str) -> list[str]:
     return out.stdout.split()
 
 
+def services(instance: str) -> list[str]:
+    """Every swarm service labelled with this taskd instance (none without a swarm)."""
+    out = subprocess.run(
+        ["docker", "service", "ls", "-q", "--filter", f"label=taskd.instance={instance}"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return out.stdout.split()
+
+
 def describe_containers(instance: str, db: Path) -> list[str]:
     """Each container left: its state, and what the store says of its attempt."""
     described = []

@@ -208,6 +208,7 @@ def check_store(
         "attempts": len(attempts),
         "attempt_states": dict(Counter(a["state"] for a in attempts)),
         "containers": sum(1 for a in attempts if a["runner"] == "docker"),
+        "swarm_services": sum(1 for a in attempts if a["runner"] == "swarm"),
         "local_jobs_seen": len(seen),
         "local_jobs_with_children": sum(1 for marks in seen.values() if "tick" in marks),
         "ledger": dict(Counter(r["status"] for r in ledger)),

@@ -11,13 +11,31 @@ whatever is left running afterwards can be found.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 IMAGE = "taskd-test:latest"
-DEFINITIONS = ("chaos-shell", "chaos-docker", "chaos-term")
+
+
+def _swarm() -> bool:
+    """Whether swarm jobs join the workload: the engine is a swarm manager (or CI says it is)."""
+    if os.environ.get("TASKD_REQUIRE_SWARM") == "1":
+        return True
+    try:
+        out = subprocess.run(["docker", "info", "--format", "{{.Swarm.ControlAvailable}}"],
+                             capture_output=True, text=True, timeout=20, check=False)  # fmt: skip
+    except OSError:
+        return False
+    return out.stdout.strip() == "true"
+
+
+SWARM = _swarm()
+DEFINITIONS = ("chaos-shell", "chaos-docker", "chaos-term") + (("chaos-swarm",) if SWARM else ())
+TRIGGERED = ("chaos-shell", "chaos-docker") + (("chaos-swarm",) if SWARM else ())
 
 
 @dataclass(frozen=True)
@@ -116,6 +134,8 @@ class Jobs:
             "max_attempts": 2,
             "backoff_base_seconds": 0,
         }
+        if name == "chaos-swarm":  # the same job, as a swarm service
+            docker["executable"]["docker_image_command"]["runner"] = "swarm"
         return {
             "process_definition_name": name,
             "schedule": cron("*/2"),

@@ -39,9 +39,10 @@ async def test_a_full_disk_spell_among_kills_breaks_nothing(tmp_path, docker_rea
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-async def test_sixty_kills_break_nothing(tmp_path, docker_ready, capsys):
-    figures = await session(tmp_path, seed(), kills=60)
+async def test_sixty_kills_and_a_full_disk_break_nothing(tmp_path, docker_ready, capsys):
+    figures = await session(tmp_path, seed(), kills=60, disk_full=True)
     with capsys.disabled():
         print(report(figures))
     assert figures["kills"] == 60
+    assert figures["refused_while_disk_full"] > 0
     assert figures["seconds"] < 540

@@ -15,12 +15,15 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 
 
 def served(app) -> set[tuple[str, str]]:
-    """(method, path) of every route the app answers, HEAD aside (aiohttp adds it to GETs)."""
+    """(method, path) of every API route the app answers, HEAD aside (aiohttp adds it to GETs).
+
+    The web dashboard's HTML pages are no API: docs/ui.md lists them (tests/ui checks it).
+    """
     return {
         (route.method.lower(), resource.canonical)
         for resource in app.router.resources()
         for route in resource
-        if route.method != "HEAD"
+        if route.method != "HEAD" and not route.handler.__module__.startswith("taskd.web")
     }
 
 

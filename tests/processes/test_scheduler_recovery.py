@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from taskd.app import Services
+from taskd.engine.clock import Clock
 from taskd.errors import StoreError
 from taskd.models import JobSpec, RunKind, TaskTemplate, now_ns
 from taskd.processes import definitions as defs
@@ -82,9 +83,17 @@ async def test_a_continuous_schedule_goes_on_after_its_slot_was_taken(settings):
         await services.close()
 
 
+# On the wall clock it takes seconds; tests/unit/test_scheduler_fake.py steps the same clock
+# deterministically in milliseconds, so here it runs with the slow tests.
+@pytest.mark.slow
 async def test_a_clock_stepped_back_and_corrected_does_not_stop_firing(services):
     step = [timedelta(0)]
-    services.scheduler.clock = lambda: datetime.now(UTC) + step[0]
+
+    class Stepped(Clock):
+        def now(self) -> datetime:
+            return datetime.now(UTC) + step[0]
+
+    services.scheduler.clock = Stepped()
     await put(services, "tick", EVERY_SECOND)
     n = await more_runs(services, "tick", 1)
     step[0] = -timedelta(hours=1)  # the clock goes back an hour
