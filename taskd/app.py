@@ -141,5 +141,6 @@ def families() -> list:
     """The parts whose ``setup(app)`` adds routes: the health check, one per API family, OpenAPI."""
     from taskd import containertasks, dagruns, processes, workqueue
     from taskd.http import admin, health, openapi
+    from taskd.notify import operations  # notifications, alerts and secrets
 
-    return [health, processes, dagruns, containertasks, workqueue, admin, openapi]
+    return [health, processes, dagruns, containertasks, workqueue, admin, operations, openapi]

@@ -121,6 +121,16 @@ class Settings:
 
     hostname: str = field(default_factory=socket.gethostname)
 
+    # notifications: the SMTP server e-mail goes through, and where PagerDuty events go
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "taskd@localhost"
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    pagerduty_url: str | None = None  # default: PagerDuty's Events API v2
+    secrets_key_file: Path | None = None  # default: <db>.key, made (0600) at first start
+
     @property
     def url(self) -> str:
         if self.public_url:

@@ -16,6 +16,7 @@ from collections import deque
 
 import structlog
 
+from taskd.secrets import MASKER
 from taskd.shell_conventions import Parsed, ShellConventions
 from taskd.store import Store
 from taskd.store import output as q
@@ -94,6 +95,7 @@ class OutputWriter:
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._closed = False
+        self._carry: dict[str, bytes] = {}  # held back: may be the start of a secret's value
         # Sundial shell tasks: stdout lines become log entries, metadata and a status report.
         self.lines: ShellConventions | None = None
 
@@ -124,10 +126,14 @@ class OutputWriter:
         else:
             self._flush_soon(FLUSH_DELAY)
 
-    async def flush(self) -> None:
-        if not self._pending:
+    async def flush(self, final: bool = False) -> None:
+        if not self._pending and not (final and self._carry):
             return
         pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        if MASKER.values or self._carry:
+            pending = self._masked(pending, final)
+            if not pending:
+                return
         rows: list[tuple[str, int, bool, bytes]] = []
         for stream, parts in pending.items():
             data = b"".join(parts)
@@ -159,6 +165,20 @@ class OutputWriter:
         if self.followers is not None:
             self.followers.wake(self.attempt_id)
 
+    def _masked(self, pending: dict[str, list[bytes]], final: bool) -> dict[str, list[bytes]]:
+        """Secret values masked; a value split across two writes is caught by holding back
+        the last bytes (shorter than the longest value) until more arrive or the end."""
+        keep = 0 if final else max(0, MASKER.longest - 1)
+        out: dict[str, list[bytes]] = {}
+        for stream in set(pending) | set(self._carry):
+            data = self._carry.pop(stream, b"") + b"".join(pending.get(stream, ()))
+            data = MASKER.mask(data)
+            if keep and len(data) > 0:
+                self._carry[stream], data = data[-keep:], data[:-keep]
+            if data:
+                out[stream] = [data]
+        return out
+
     def _append(
         self,
         db: sqlite3.Connection,
@@ -184,7 +204,7 @@ class OutputWriter:
 
         Called before the attempt's result is decided, so a status printed last counts.
         """
-        await self.flush()
+        await self.flush(final=True)
         if self.lines is None:
             return
         parsed = self.lines.feed(b"", time.time_ns(), final=True)
@@ -216,5 +236,5 @@ class OutputWriter:
             self._timer = None
         if self._flushing is not None:
             await self._flushing
-        await self.flush()
+        await self.flush(final=True)
         self._closed = True

@@ -13,5 +13,9 @@ from taskd.cli import (  # noqa: F401  (each module adds its commands to the gro
 from taskd.cli import serve as _serve_commands  # noqa: F401
 from taskd.cli.root import main
 from taskd.cli.serve import serve
+from taskd.ops.commands import doctor, restore
+
+main.add_command(doctor)  # day-2 commands; their logic lives in taskd.ops
+main.add_command(restore)
 
 __all__ = ["main", "serve"]

@@ -285,6 +285,20 @@ DB_OPTION = click.option(
     envvar="TASKD_LOG_FORMAT",
 )
 @click.option("--log-level", default="info", show_default=True, envvar="TASKD_LOG_LEVEL")
+@click.option("--smtp-host", envvar="TASKD_SMTP_HOST", help="SMTP server for e-mail notifications.")
+@click.option("--smtp-port", default=25, show_default=True, type=int, envvar="TASKD_SMTP_PORT")
+@click.option("--smtp-from", default="taskd@localhost", show_default=True, envvar="TASKD_SMTP_FROM")
+@click.option("--smtp-user", envvar="TASKD_SMTP_USER")
+@click.option("--smtp-password", envvar="TASKD_SMTP_PASSWORD", help="Better given by variable.")
+@click.option("--smtp-starttls", is_flag=True, envvar="TASKD_SMTP_STARTTLS")
+@click.option(
+    "--pagerduty-url", envvar="TASKD_PAGERDUTY_URL",
+    help="PagerDuty Events API v2 endpoint [https://events.pagerduty.com/v2/enqueue].",
+)  # fmt: skip
+@click.option(
+    "--secrets-key-file", type=click.Path(path_type=Path), envvar="TASKD_SECRETS_KEY_FILE",
+    help="Key that encrypts secrets [<db>.key, made with mode 0600 at first start].",
+)  # fmt: skip
 def serve(**opts) -> None:
     """Run the server: HTTP API, scheduler, engine and runners, in one process."""
     configure_logging(opts["log_format"], opts["log_level"])
@@ -312,6 +326,10 @@ def serve(**opts) -> None:
         max_follows_per_credential=opts["max_follows_per_credential"],
         viewer_max_dag_tasks=opts["viewer_max_dag_tasks"],
         idempotency_window=opts["idempotency_window"],
+        smtp_host=opts["smtp_host"], smtp_port=opts["smtp_port"], smtp_from=opts["smtp_from"],
+        smtp_user=opts["smtp_user"], smtp_password=opts["smtp_password"],
+        smtp_starttls=opts["smtp_starttls"], pagerduty_url=opts["pagerduty_url"],
+        secrets_key_file=opts["secrets_key_file"],
     )  # fmt: skip
     if opts["admin_token_file"] is not None:
         settings = dataclasses.replace(
@@ -418,7 +436,3 @@ def create_token_in(db: Path, role: str, name: str) -> str:
             await store.close()
 
     return asyncio.run(run())
-
-
-if __name__ == "__main__":
-    main()

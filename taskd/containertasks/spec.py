@@ -24,6 +24,7 @@ from taskd.models import (
     Volume,
     default_container_runner,
 )
+from taskd.secrets import env_value, parse_env_value
 from taskd.store.runs import RunPlan
 from taskd.timefmt import epoch_ms
 from taskd.validate import Doc, Problems, type_name
@@ -112,6 +113,18 @@ def string_map(doc: Doc, key: str) -> dict[str, str]:
         doc.problems.add(f"{doc.where(key)} must be an object of strings")
         return {}
     return value
+
+
+def env_map(doc: Doc) -> dict[str, Any]:
+    """``env``: strings, or ``{"secret": NAME}`` for a value taken from a named secret."""
+    value = doc.value.get("env")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        doc.problems.add(f"{doc.where('env')} must be an object of strings")
+        return {}
+    return {k: parse_env_value(v, f"{doc.where('env')}.{k}", doc.problems)
+            for k, v in value.items()}  # fmt: skip
 
 
 def op_spec(doc: Doc) -> float | None:
@@ -223,7 +236,7 @@ def parse_spec(spec: Doc, svc: Any, problems: Problems | None = None) -> tuple[R
     pull = duration(exe, "dockerPullTimeout", DEFAULT_PULL_TIMEOUT)
     exe.unknown({"type", "url", "dockerPullTimeout"})
     cpus, memory = resources(spec)
-    env, tags = string_map(spec, "env"), string_map(spec, "tags")
+    env, tags = env_map(spec), string_map(spec, "tags")
     for name in env:
         if not name or "=" in name:
             problems.add(f"spec.env: {name!r} is not a valid variable name")
@@ -257,7 +270,9 @@ def parse_spec(spec: Doc, svc: Any, problems: Problems | None = None) -> tuple[R
     }
     # HOST comes first so the task's own env can override it, as in Drove.
     job = JobSpec(runner=default_container_runner(), image=url, command=tuple(args),
-                  env=tuple({"HOST": svc.settings.hostname, **env, **injected}.items()),
+                  env=tuple({"HOST": svc.settings.hostname,
+                             **{k: env_value(v) for k, v in env.items()},
+                             **injected}.items()),
                   cpus=float(cpus), memory_mb=memory,
                   pin_cores=True, volumes=tuple(mounts),
                   pull_timeout=pull[0] if pull else 0.0)  # fmt: skip

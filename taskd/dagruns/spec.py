@@ -25,6 +25,8 @@ import orjson
 from taskd.dagruns.expand import TaskDef, expand
 from taskd.errors import BadRequest
 from taskd.models import CONTAINER_RUNNERS, TaskTemplate
+from taskd.secrets import MARK as SECRET_MARK
+from taskd.secrets import NAME as SECRET_NAME
 from taskd.validate import type_name
 
 TASK_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
@@ -216,6 +218,8 @@ def parse_job(raw: Any, task: str, errors: list[str], d: TaskDef) -> None:
     elif not isinstance(env, list):
         errors.append(f"{where}.environment must be an array of 'NAME=value' strings")
         env = []
+    if any(isinstance(e, dict) for e in env):
+        env = [secret_entry(e) for e in env]
     for i, entry in enumerate(env):
         if not isinstance(entry, str) or entry.find("=") < 1:
             errors.append(f"{where}.environment[{i}] must be a 'NAME=value' string, got {entry!r}")
@@ -295,3 +299,19 @@ def number(
     kind = "an integer" if integer else "a number"
     errors.append(f"{where}.{key} must be {kind} from 0 to {maximum:g}, got {raw!r}")
     return default
+
+
+def secret_entry(entry: Any) -> Any:
+    """``{"name": NAME, "secret": SECRET}``: a variable whose value is a named secret, kept as
+    its reference (the value is put in only when an attempt starts)."""
+    if (
+        isinstance(entry, dict)
+        and set(entry) == {"name", "secret"}
+        and isinstance(entry["name"], str)
+        and isinstance(entry["secret"], str)
+        and SECRET_NAME.fullmatch(entry["secret"])
+        and entry["name"]
+        and "=" not in entry["name"]
+    ):
+        return f"{entry['name']}={SECRET_MARK}{entry['secret']}"
+    return entry

@@ -8,6 +8,7 @@ committed before the container is removed. Part of ``Engine`` (``taskd.engine.en
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid as uuidlib
 from typing import Any
 
@@ -28,6 +29,7 @@ from taskd.models import (
 )
 from taskd.output import OutputWriter
 from taskd.runners.base import AttemptContext, Runner, Started, StartFailed
+from taskd.secrets import MissingSecret, refers, resolve
 from taskd.shell_conventions import shell_conventions
 from taskd.store import output as output_q
 from taskd.store import runs as q
@@ -174,6 +176,13 @@ class Attempts:
     async def _run(self, runner: Runner, att: LiveAttempt, sink: OutputWriter) -> Outcome:
         if att.stop_as is not None:
             return Outcome(att.stop_as, reason=att.stop_reason)
+        if refers(att.ctx.job.env):
+            # Values only now, and only in memory: the stored job keeps the reference.
+            try:
+                env = resolve(att.ctx.job.env, self.secret_values)
+            except MissingSecret as exc:
+                return Outcome(AttemptState.START_FAILED, reason=str(exc))
+            att.ctx = dataclasses.replace(att.ctx, job=dataclasses.replace(att.ctx.job, env=env))
         try:
             started = await runner.start(att.ctx)
         except StartFailed as exc:

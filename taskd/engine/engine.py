@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -81,6 +82,11 @@ class Engine(Attempts, Commands):
         self.ready: deque[TaskNode] = deque()
         self.live: dict[str, LiveAttempt] = {}
         self.run_finished: list[Callable[[RunNode], None]] = []
+        self.run_started: list[Callable[[RunNode], None]] = []  # its first attempt was written
+        # Writes that belong in the transaction ending a run (db, run_id, at): the
+        # notification outbox, so a message is queued exactly when the run's end is stored.
+        self.run_end_writes: list[Callable[[Any, int, int], Any]] = []
+        self.secret_values: dict[str, str] = {}  # what {"secret": NAME} in a job env resolves to
         # Told of every committed batch (the dashboard's live views follow runs through it).
         self.committed: list[Callable[[q.Changes], None]] = []
         self.generator_hook: GeneratorHook | None = None
@@ -306,6 +312,8 @@ class Engine(Attempts, Commands):
             return
         run.state = final
         ch.run(run.id, state=final, ended_at=ch.at)
+        for write in self.run_end_writes:
+            ch.also.append(functools.partial(write, run_id=run.id, at=ch.at))
 
     def _arm_retry(self, task: TaskNode) -> None:
         delay = max(0.0, (task.retry_at or 0) - self.clock.now_ns()) / 1e9
@@ -353,6 +361,9 @@ class Engine(Attempts, Commands):
                     self.metrics.run_finished(run)
                     for listener in self.run_finished:
                         listener(run)
+            elif state == RunState.RUNNING and run_id in self.runs:
+                for listener in self.run_started:
+                    listener(self.runs[run_id])
 
     # -- for recovery (runs rebuilt from the store are decided by the same rules) ------------
 

@@ -17,7 +17,9 @@ from taskd.models import (
     TaskTemplate,
     default_container_runner,
 )
+from taskd.notify.rules import parse_alerts, parse_notifications
 from taskd.processes import schedule as sched
+from taskd.secrets import env_value, parse_env_value
 from taskd.validate import Doc, Problems
 
 EXECUTABLES = ("docker_image_command", "batch_image_command", "shell_script_command")
@@ -49,11 +51,14 @@ def parse_definition(body: Any, path_name: str) -> dict[str, Any]:
         "paused": doc.bool("paused", False),  # absent means false, as Sundial: a PUT un-pauses
         "overlap_action": doc.str("overlap_action", "wait"),
         "missed_slots": doc.str("missed_slots", sched.DEFAULT_MISSED_POLICY),
-        "notifications": doc.list("notifications"),
+        "notifications": parse_notifications(doc.list("notifications"), problems),
     }
     managed = doc.str("managed_by_file", None)
     if managed is not None:  # set by `taskd apply`: API edits then need the file, or force
         out["managed_by_file"] = managed
+    alerts = parse_alerts(doc.value.get("alerts"), problems)
+    if alerts:
+        out["alerts"] = alerts
     if out["overlap_action"] not in OVERLAP_ACTIONS:
         problems.add(f"overlap_action must be one of {', '.join(OVERLAP_ACTIONS)}")
     if out["missed_slots"] not in sched.MISSED_POLICIES:
@@ -111,7 +116,8 @@ def parse_executable(kind: str, exe: Doc) -> dict[str, Any]:
         var = Doc(raw, f"{exe.where('environment_variables')}[{i}]", exe.problems)
         env.append({
             "variable_name": var.str("variable_name", "", required=True, nonempty=True),
-            "value": var.str("value", ""),
+            "value": parse_env_value(var.value.get("value", ""), var.where("value"),
+                                     exe.problems),
         })  # fmt: skip
     if kind == "shell_script_command":
         return {"script": exe.str("script", "", required=True, nonempty=True),
@@ -176,7 +182,8 @@ def managed_conflict(name: str, current: dict[str, Any] | None, new_file: str | 
 
 def job_of(executable: dict[str, Any]) -> JobSpec:
     (kind, exe), = executable.items()  # fmt: skip
-    env = tuple((v["variable_name"], v["value"]) for v in exe.get("environment_variables", ()))
+    env = tuple((v["variable_name"], env_value(v["value"]))
+                for v in exe.get("environment_variables", ()))  # fmt: skip
     if kind == "shell_script_command":
         return JobSpec(runner="local", script=exe["script"], env=env)
     image = exe["image"]

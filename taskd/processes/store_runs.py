@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from taskd.errors import NotFound
+from taskd.secrets import MASKER
 from taskd.store.output import ENTRY_TABLES
 
 ATTEMPT_COLUMNS = (
@@ -168,9 +169,10 @@ def add_entries(
     attempt; an id already stored is accepted once (clients may resend)."""
     table, a, b = ENTRY_TABLES[kind]
     aid = attempt_id(db, attempt_uuid)
+    m = MASKER.mask_text  # a job must not leak a secret's value into what everyone can read
     db.executemany(
         f"INSERT OR IGNORE INTO {table} (uuid, attempt_id, at, {a}, {b}) VALUES (?, ?, ?, ?, ?)",
-        [(u, aid, at, x, y) for u, at, x, y in entries],
+        [(u, aid, at, m(x), m(y)) for u, at, x, y in entries],
     )
 
 

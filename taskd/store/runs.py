@@ -50,6 +50,8 @@ class Changes:
     generated: list[tuple[int, list[TaskTemplate], dict[str, int], list[tuple[str, str, bool]]]] = (
         field(default_factory=list)
     )
+    # more writes for the same transaction: fn(db) (the notification outbox of ended runs)
+    also: list[Any] = field(default_factory=list)
 
     def run(self, run_id: int, **cols: Any) -> None:
         self.runs.setdefault(run_id, {}).update(cols)
@@ -190,6 +192,8 @@ def apply(db: sqlite3.Connection, ch: Changes) -> list[int]:
             " run_id = excluded.run_id",
             (definition, slot, status, run_id, ch.at),
         )
+    for write in ch.also:
+        write(db)
     return ids
 
 
