@@ -94,6 +94,7 @@ class OutputWriter:
             self._tail_size[stream] = self._tail_size.get(stream, 0) + size
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
         self._closed = False
         self._carry: dict[str, bytes] = {}  # held back: may be the start of a secret's value
         # Sundial shell tasks: stdout lines become log entries, metadata and a status report.
@@ -127,6 +128,13 @@ class OutputWriter:
             self._flush_soon(FLUSH_DELAY)
 
     async def flush(self, final: bool = False) -> None:
+        """Store what is buffered. Flushes take turns: one that computed its rows while another
+        was still being written would roll the tail without the other's chunks, leaving a
+        second gap in the kept output."""
+        async with self._flush_lock:
+            await self._flush(final)
+
+    async def _flush(self, final: bool) -> None:
         if not self._pending and not (final and self._carry):
             return
         pending, self._pending, self._pending_bytes = self._pending, {}, 0
