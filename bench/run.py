@@ -1,6 +1,6 @@
 """Run taskd's benchmark suite: print a table (figure, baseline, target, met?) and write JSON.
 
-    python bench/run.py                    # the full suite (about 10 minutes on 2 cores)
+    python bench/run.py                    # the full suite (about 15 minutes on 2 cores)
     python bench/run.py --quick            # the short CI version: fails on a large regression
     python bench/run.py --only idle,cron --json out.json
 
