@@ -6,7 +6,9 @@ all starting at the same instant:
 
 - single submits/s: many concurrent clients, one task per request;
 - bulk submits/s: tasks a second through ``/task/bulk_submit`` (1,000 per request);
-- lease+release cycles/s: 16 workers draining a project (GET /task/get + POST /task/release).
+- lease+release cycles/s: 16 workers draining a project (GET /task/get + POST /task/release);
+- the same with batch leases (``GET /task/get/{project}?count=N``, then N releases), apart;
+- sequential submits/s: one client, one keep-alive connection, one request after the other.
 
 Prints a table and, with ``--json PATH``, writes the figures as JSON.
 
@@ -33,7 +35,13 @@ from pathlib import Path
 import aiohttp
 
 ADMIN = "bench-admin-token"
-TARGETS = {"single_submits_per_s": 1500, "bulk_tasks_per_s": 10_000, "cycles_per_s": 1000}
+TARGETS = {
+    "single_submits_per_s": 1500,
+    "bulk_tasks_per_s": 10_000,
+    "cycles_per_s": 1000,
+    "batch_cycles_per_s": 6500,
+    "sequential_submits_per_s": 4000,
+}
 
 
 def free_port() -> int:
@@ -218,6 +226,24 @@ async def _cycles(base, pid, creds, start_at) -> tuple[float, float, int]:
     return (*await _timed(base, creds, start_at, len(creds), worker), done)
 
 
+async def _batch_cycles(base, pid, creds, batch, start_at) -> tuple[float, float, int]:
+    done = 0
+
+    async def worker(conn):
+        nonlocal done
+        while True:
+            _, reply = await conn.request("GET", f"/task/get/{pid}?count={batch}")
+            if not reply["ok"]:
+                return
+            for task in reply["content"]["tasks"]:
+                body = {"task_id": task["id"], "result": 0}
+                _, released = await conn.request("POST", "/task/release", json.dumps(body).encode())
+                assert released["content"]["updated"], released
+                done += 1
+
+    return (*await _timed(base, creds, start_at, len(creds), worker), done)
+
+
 def _run(job: tuple) -> tuple[float, float, int]:
     fn, args = job
     return asyncio.run(fn(*args))
@@ -246,6 +272,8 @@ def main() -> None:
     parser.add_argument("--bulks", type=int, default=60, help="bulk requests")
     parser.add_argument("--bulk-size", type=int, default=1000, help="tasks per bulk request")
     parser.add_argument("--cycles", type=int, default=10_000, help="tasks to lease and release")
+    parser.add_argument("--batch", type=int, default=16, help="tasks per batch lease")
+    parser.add_argument("--sequential", type=int, default=5000, help="submits from one client")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="taskd-bench-") as tmp:
@@ -300,6 +328,21 @@ def run(base: str, args: argparse.Namespace) -> dict:
     assert ops == args.cycles, (ops, args.cycles)
     figures["cycles_per_s"] = ops / secs
     figures["workers"] = args.workers
+
+    pid, creds = asyncio.run(prepare(base, "batch", args.workers))
+    asyncio.run(_fill(base, pid, creds[0], args.cycles))
+    start_at = time.time() + 1.0
+    ops, secs = measure(
+        [(_batch_cycles, (base, pid, part, args.batch, start_at)) for part in split(creds, procs)]
+    )
+    assert ops == args.cycles, (ops, args.cycles)
+    figures["batch_cycles_per_s"] = ops / secs
+    figures["batch"] = args.batch
+
+    pid, creds = asyncio.run(prepare(base, "sequential", 1))
+    start_at = time.time() + 1.0
+    ops, secs = measure([(_submits, (base, pid, creds, args.sequential, 1, start_at))])
+    figures["sequential_submits_per_s"] = ops / secs
     return figures
 
 

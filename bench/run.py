@@ -1,6 +1,6 @@
 """Run taskd's benchmark suite: print a table (figure, baseline, target, met?) and write JSON.
 
-    python bench/run.py                    # the full suite (about 10 minutes on 2 cores)
+    python bench/run.py                    # the full suite (about 15 minutes on 2 cores)
     python bench/run.py --quick            # the short CI version: fails on a large regression
     python bench/run.py --only idle,cron --json out.json
 
@@ -37,6 +37,7 @@ BENCHMARKS = {
     "swarm": ("bench.swarm_tasks", "run"),
     "cron": ("bench.cron", "run"),
     "scale": ("bench.scale", "run"),
+    "growth": ("bench.growth", "run"),
     "ui": ("bench.ui_pages", "run"),
     "dag": ("bench.external", "dag"),
     "queue": ("bench.external", "queue"),

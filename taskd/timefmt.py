@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 from taskd.errors import BadRequest
@@ -11,8 +12,14 @@ def iso_ms(ns: int | None) -> str | None:
     """ISO-8601 with milliseconds in UTC (Sundial): 2017-01-25T10:00:00.000Z."""
     if ns is None:
         return None
-    dt = datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(ns // 1_000_000) % 1000:03d}Z"
+    return f"{_iso_second(ns // 1_000_000_000)}{(ns // 1_000_000) % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=8192)
+def _iso_second(seconds: int) -> str:
+    # A page of 100 processes formats some 20,000 times, mostly of the same few seconds:
+    # strftime was a quarter of its answer time.
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def parse_iso(value: str, what: str) -> int:

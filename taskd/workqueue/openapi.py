@@ -228,9 +228,19 @@ OPERATIONS = {
         "Lease the project's next task",
         "200 with `ok` false and a message when there is none. Bad or missing worker"
         " credentials are answered 403 here and on /task/release (401 on the other worker"
-        " routes), as task_tracker answers them.",
+        " routes), as task_tracker answers them. Extension: with `count` (1-100) up to that"
+        " many tasks are leased in one commit and answered as `tasks` (it costs `count` tokens"
+        " of the project's assign rate); without it the answer is task_tracker's.",
         path={"project": PATH_ID},
-        response=reply(obj({"task": ref("QueueTask")}, ["task"])),
+        query={"count": {"type": "integer", "minimum": 1, "maximum": 100}},
+        response=reply(
+            {
+                "oneOf": [
+                    obj({"task": ref("QueueTask")}, ["task"]),
+                    obj({"tasks": arr(ref("QueueTask"), minItems=1)}, ["tasks"]),
+                ]
+            }
+        ),
         auth=WORKER,
         errors=(429,),
         links={

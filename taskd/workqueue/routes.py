@@ -211,12 +211,26 @@ async def bulk_submit(request: web.Request) -> web.Response:
     return reply()
 
 
+# A batch lease is one transaction: a bound keeps it (and the writer) short.
+MAX_LEASE_BATCH = 100
+
+
 @routes.get("/task/get/{project}")
 @access("public")
 async def get_task(request: web.Request) -> web.Response:
-    """Lease the project's next task; 200 with ok false when there is none."""
+    """Lease the project's next task; 200 with ok false when there is none.
+
+    Extension: ``?count=N`` leases up to N tasks in one commit, answered as ``tasks``.
+    """
     worker = await worker_of(request, refused=403)
-    task = await queue_of(request).lease(worker, path_id(request, "project", "project"))
+    project = path_id(request, "project", "project")
+    count = query_int(request, "count", minimum=1, maximum=MAX_LEASE_BATCH)
+    if count is not None:
+        tasks = await queue_of(request).lease_many(worker, project, count)
+        if not tasks:
+            return reply(message="No task available", ok=False)
+        return reply({"tasks": tasks})
+    task = await queue_of(request).lease(worker, project)
     if task is None:
         return reply(message="No task available", ok=False)
     return reply({"task": task})

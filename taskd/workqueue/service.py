@@ -244,20 +244,30 @@ class QueueService:
 
     async def lease(self, worker: WorkerAuth, project: int) -> dict[str, Any] | None:
         """The project's next task, leased to ``worker``; None when there is none for it."""
+        tasks = await self.lease_many(worker, project, 1)
+        return tasks[0] if tasks else None
+
+    async def lease_many(
+        self, worker: WorkerAuth, project: int, count: int
+    ) -> list[dict[str, Any]]:
+        """Up to ``count`` of the project's next tasks, leased to ``worker`` in one commit.
+
+        A batch costs ``count`` tokens of the project's assign limiter, as a bulk submit does.
+        """
         if worker.paused:
             raise BadRequest("A manager has paused you")
-        leased = await self.store.write(self._lease_tx, worker.id, project)
+        leased = await self.store.write(self._lease_tx, worker.id, project, count)
         if leased is None:
-            return None
-        task, project_row = leased
-        expiry = task["lease_expires_at"]
+            return []
+        tasks, project_row = leased
+        expiry = min(task["lease_expires_at"] for task in tasks)
         if self._granted_min is None or expiry < self._granted_min:
             self._granted_min = expiry
         if expiry < self._planned_wake:
             self._wake.set()
-        return task_json(task, project_row)
+        return [task_json(task, project_row) for task in tasks]
 
-    def _lease_tx(self, db: sqlite3.Connection, worker: int, pid: int) -> Any:
+    def _lease_tx(self, db: sqlite3.Connection, worker: int, pid: int, count: int = 1) -> Any:
         project = qp.project_by_id(db, pid)
         access = None
         if project is not None and not project["public"]:
@@ -270,17 +280,20 @@ class QueueService:
                 "ask for ASSIGN access with /project/request_access"
             )
         bucket = self._buckets(project)[0]
-        delay = bucket.take(1, self.monotonic())
+        delay = bucket.take(count, self.monotonic())
         if delay:
             raise RateLimited("Too many requests", rate_limit_delay=delay)
         if project["paused"]:
             return None  # nothing to assign; the token is spent, as in task_tracker
         now = self.clock()
         sq.free_expired_leases(db, now)  # an expired lease is free, whether swept yet or not
-        task = sq.lease_next(db, pid, worker, now, self.default_lease_ns)
-        if task is None:
-            return None  # the token stays spent, as in task_tracker
-        return task, project
+        tasks = []
+        for _ in range(count):
+            task = sq.lease_next(db, pid, worker, now, self.default_lease_ns)
+            if task is None:
+                break  # the tokens stay spent, as in task_tracker
+            tasks.append(task)
+        return (tasks, project) if tasks else None
 
     async def release(
         self, worker: WorkerAuth, task: int, result: Result, verification: int

@@ -256,6 +256,38 @@ async def test_higher_priority_first_then_first_in_first_out(queue):
     assert order == ["b", "d", "a", "c", "e"]
 
 
+async def test_a_batch_lease_hands_out_up_to_count_tasks_in_queue_order(queue):
+    worker, other = await queue.worker("a"), await queue.worker("b")
+    pid = await queue.project()
+    await queue.grant(pid, worker)
+    for recipe, priority in [("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", -1)]:
+        assert (await queue.submit(worker, pid, recipe, priority=priority))[0] == 200
+    path = f"/task/get/{pid}?count=3"
+    status, body = await queue.call("GET", path, headers=worker["headers"])
+    assert status == 200 and body["ok"] and "task" not in body["content"], body
+    tasks = body["content"]["tasks"]
+    assert [t["recipe"] for t in tasks] == ["b", "d", "a"]
+    assert all(set(t) == TASK_KEYS and t["assignee"] == worker["id"] for t in tasks)
+    # Leased means leased: another worker gets what is left, and the leases are releasable.
+    status, body = await queue.call("GET", path, headers=other["headers"])
+    assert [t["recipe"] for t in body["content"]["tasks"]] == ["c", "e"]
+    status, body = await queue.call("GET", path, headers=other["headers"])
+    assert (status, body) == (200, {"ok": False, "message": "No task available"})
+    assert (await queue.release(worker, tasks[0]["id"]))[1]["content"] == {"updated": True}
+    # Without count the answer keeps task_tracker's shape.
+    assert (await queue.get(worker, pid)) == (200, {"ok": False, "message": "No task available"})
+
+
+@pytest.mark.parametrize("count", ["0", "101", "many"])
+async def test_a_bad_batch_size_is_a_clear_400(queue, count):
+    worker = await queue.worker()
+    pid = await queue.project()
+    status, body = await queue.call(
+        "GET", f"/task/get/{pid}?count={count}", headers=worker["headers"]
+    )
+    assert status == 400 and body["ok"] is False and "count" in body["message"], body
+
+
 async def test_paused_workers_get_nothing_but_may_still_submit(queue):
     worker = await queue.worker()
     pid = await queue.project()
