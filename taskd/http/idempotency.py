@@ -149,6 +149,7 @@ def idempotent(creates: Creates) -> Callable[[Callable[..., Awaitable[web.Stream
             response.headers[HEADER] = key
             return response
 
+        keyed.taskd_idempotent = True  # type: ignore[attr-defined]  # the OpenAPI says so
         return keyed
 
     return decorate

@@ -123,3 +123,24 @@ async def test_docs_page_lists_every_path(make_client):
     # Self-contained: nothing is loaded from elsewhere.
     assert "<script" not in page
     assert not re.search(r"""(src|href)=["']https?:""", page)
+
+
+async def test_every_create_documents_its_idempotency_key(doc):
+    _, doc = doc
+    creates = {
+        ("post", "/v1/dagrun/"),
+        ("post", "/apis/v1/tasks/operations"),
+        ("post", "/api/process_definitions/{name}/trigger"),
+        ("post", "/v1/dagrun"),
+        ("post", "/task/submit"),
+        ("post", "/task/bulk_submit"),
+    }
+    keyed = {
+        (method, path)
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        if any(p["name"] == "Idempotency-Key" for p in op.get("parameters", []))
+    }
+    assert keyed == creates
+    for method, path in creates:
+        assert {"409", "422"} <= set(doc["paths"][path][method]["responses"])

@@ -28,8 +28,9 @@ ERROR_TEXT = {
     401: "No valid credentials were sent",
     403: "These credentials may not do this",
     404: "Not found",
-    409: "Conflicts with the current state",
+    409: "Conflicts with the current state (or the same Idempotency-Key is still in flight)",
     413: "The body is larger than the server accepts",
+    422: "This Idempotency-Key was already used with a different request",
     429: "Rate limited: retry after `rate_limit_delay` seconds",
     504: "The operation did not finish in time; it goes on",
 }
@@ -123,9 +124,10 @@ def build(app: web.Application) -> dict[str, Any]:
                 op_id += "_slash"
             tag = part.title
             used_tags[tag] = part.description
-            paths.setdefault(path, {})[method.lower()] = operation(
-                decl, path, op_id, tag, family, level
-            )
+            op = operation(decl, path, op_id, tag, family, level)
+            if getattr(route.handler, "taskd_idempotent", False):
+                keyed(op, path)
+            paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {
@@ -184,6 +186,26 @@ def operation(decl: Op, path: str, op_id: str, tag: str, family: str, level: str
     if decl.extension:
         out["x-taskd-extension"] = True
     return out
+
+
+def keyed(op: dict[str, Any], path: str) -> None:
+    """A create that honours ``Idempotency-Key``: the header, and the answers it adds."""
+    op.setdefault("parameters", []).append({
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": "A retried request with the same key gets the first answer (with"
+        " `Idempotent-Replayed: true`) and creates nothing; keys are kept for"
+        " `--idempotency-window`.",
+    })  # fmt: skip
+    envelope = envelopes.envelope_of(path)
+    schema = ref(envelope.schema)
+    if envelope.error_form is not None:
+        schema = {"allOf": [schema, envelope.error_form]}
+    for code in (409, 422):
+        op["responses"].setdefault(str(code), {
+            "description": ERROR_TEXT[code],
+            "content": {"application/json": {"schema": schema}},
+        })  # fmt: skip
 
 
 def errors(decl: Op, path: str, auth: str) -> dict[str, Any]:
