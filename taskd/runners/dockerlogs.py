@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,24 @@ if TYPE_CHECKING:
 # A request (a wait, a log read) that keeps failing is tried this often, this far apart.
 WAIT_RETRIES = 3
 RETRY_DELAY = 1.0
+
+
+async def read_frames(response: aiohttp.ClientResponse, feed: Callable[[bytes], None]) -> None:
+    """Hand each entry of the engine's multiplexed log stream to ``feed``.
+
+    Frames: an 8-byte header (stream, 3 zero bytes, big-endian length), then the entry.
+    """
+    buffer = bytearray()
+    async for chunk in response.content.iter_any():
+        buffer += chunk
+        while len(buffer) >= 8:
+            end = 8 + int.from_bytes(buffer[4:8], "big")
+            if len(buffer) < end:
+                break
+            feed(bytes(buffer[8:end]))
+            del buffer[:end]
+    if buffer:
+        raise aiohttp.ClientPayloadError("log stream ended inside a frame")
 
 
 class ContainerLog:
@@ -88,18 +107,7 @@ class ContainerLog:
             params["since"] = since
         path = f"containers/{self.container_id}/logs"
         async with self.runner._request(path, params=params) as response:
-            # Frames: 8-byte header (stream, 3 zero bytes, big-endian length), then one entry.
-            buffer = bytearray()
-            async for chunk in response.content.iter_any():
-                buffer += chunk
-                while len(buffer) >= 8:
-                    end = 8 + int.from_bytes(buffer[4:8], "big")
-                    if len(buffer) < end:
-                        break
-                    self._feed(bytes(buffer[8:end]))
-                    del buffer[:end]
-            if buffer:
-                raise aiohttp.ClientPayloadError("log stream ended inside a frame")
+            await read_frames(response, self._feed)
 
     def _feed(self, entry: bytes) -> None:
         ts, _, data = entry.partition(b" ")  # "<RFC 3339 timestamp> <bytes>"

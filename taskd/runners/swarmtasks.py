@@ -17,6 +17,7 @@ import aiodocker
 import aiohttp
 
 from taskd.runners.base import OutputSink
+from taskd.runners.dockerlogs import read_frames
 
 POLL_INTERVAL = 0.5
 FOLLOW_RETRIES = 3
@@ -140,18 +141,7 @@ class TaskLog:
         async with self._request(f"tasks/{self.task_id}/logs", params) as response:
             if response.status >= 400:
                 raise aiodocker.DockerError(response.status, {"message": await response.text()})
-            # Frames: 8-byte header (stream, 3 zero bytes, big-endian length), then the bytes.
-            buffer = bytearray()
-            async for chunk in response.content.iter_any():
-                buffer += chunk
-                while len(buffer) >= 8:
-                    end = 8 + int.from_bytes(buffer[4:8], "big")
-                    if len(buffer) < end:
-                        break
-                    self._feed(bytes(buffer[8:end]))
-                    del buffer[:end]
-            if buffer:
-                raise aiohttp.ClientPayloadError("log stream ended inside a frame")
+            await read_frames(response, self._feed)
 
     def _feed(self, data: bytes) -> None:
         end = self.position + len(data)
