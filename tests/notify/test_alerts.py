@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.notify.receivers import Receiver, until
 from tests.server import Server
 
@@ -43,6 +45,7 @@ async def settle(recv: Receiver, kind: str, want: list[str], seconds: float = 3.
     assert alerts(recv, kind) == want
 
 
+@pytest.mark.slow  # about 45 s of real schedules; CI runs it with the slow tests
 async def test_every_alert_fires_once_and_resolves_once(tmp_path):
     recv = Receiver()
     await recv.start()
