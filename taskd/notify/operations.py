@@ -132,6 +132,7 @@ OPENAPI = {
     "PUT /api/secrets/{name}": Op(
         "Create or replace a secret", description="Values are never returned.", path=NAME,
         body=obj({"value": STR}, ["value"]), status=201, response=SECRET, extension=True,
+        also={200: "Replaced an existing secret"},
     ),
     "GET /api/secrets/{name}": Op("A secret's name and times", path=NAME, response=SECRET,
                                   extension=True),

@@ -181,6 +181,8 @@ def operation(decl: Op, path: str, op_id: str, tag: str, family: str, level: str
             for name, link in decl.links.items()
         }
     out["responses"] = {str(decl.status): ok, **errors(decl, path, auth)}
+    for status, meaning in decl.also.items():
+        out["responses"][str(status)] = {**ok, "description": meaning}
     out["security"] = SECURITY[auth]
     out["x-taskd-access"] = auth
     if decl.extension:

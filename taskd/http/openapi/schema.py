@@ -92,6 +92,7 @@ class Op:
     required_query: tuple[str, ...] = ()
     path: dict[str, Schema] = field(default_factory=dict)
     status: int = 200
+    also: dict[int, str] = field(default_factory=dict)  # other success statuses: their meaning
     response: Schema | None = None
     response_type: str = "application/json"
     response_headers: dict[str, Schema] = field(default_factory=dict)
