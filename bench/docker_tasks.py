@@ -14,6 +14,7 @@ import asyncio
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiodocker
@@ -56,10 +57,19 @@ async def raw(n: int, concurrency: int, mark: str) -> tuple[float, list[float]]:
         return n / (time.perf_counter() - t0), spans
 
 
-async def through_taskd(db: Path, n: int, concurrency: int) -> tuple[float, list[float]]:
+async def through_taskd(
+    db: Path,
+    n: int,
+    concurrency: int,
+    runner_name: str = "docker",
+    seconds_per_job: float = 5,
+    remove: Callable[[str], None] = remove_labelled,
+) -> tuple[float, list[float]]:
+    """n ``true`` jobs on ``runner_name`` through taskd's engine: the rate, and each job's time
+    from its attempt's creation to the removal of what ran it. Also serves the swarm row."""
     svc = await open_services(settings(db, max_parallel=concurrency))
-    runner = svc.engine.runners["docker"]
-    removed: dict[str, int] = {}  # attempt uuid -> when its container was removed (ns)
+    runner = svc.engine.runners[runner_name]
+    removed: dict[str, int] = {}  # attempt uuid -> when its container/service was removed (ns)
     all_removed = asyncio.Event()
     cleanup = runner.cleanup
 
@@ -71,10 +81,10 @@ async def through_taskd(db: Path, n: int, concurrency: int) -> tuple[float, list
 
     runner.cleanup = noting_cleanup
     try:
-        job = JobSpec(runner="docker", image=IMAGE, command=("true",))
+        job = JobSpec(runner=runner_name, image=IMAGE, command=("true",))
         t0 = time.perf_counter()
-        run = await svc.engine.submit(plan([TaskTemplate(f"d{i}", job) for i in range(n)]))
-        await asyncio.wait_for(all_removed.wait(), 60 + n * 5)
+        run = await svc.engine.submit(plan([TaskTemplate(f"j{i}", job) for i in range(n)]))
+        await asyncio.wait_for(all_removed.wait(), 60 + n * seconds_per_job)
         rate = n / (time.perf_counter() - t0)
         if run.state is not RunState.SUCCEEDED:
             raise RuntimeError(f"the run ended {run.state}")
@@ -84,7 +94,7 @@ async def through_taskd(db: Path, n: int, concurrency: int) -> tuple[float, list
         return rate, [(removed[u] - created[u]) / 1e9 for u in removed]
     finally:
         await close_services(svc)
-        remove_labelled(f"taskd.instance={svc.instance}")  # only this store's containers
+        remove(f"taskd.instance={svc.instance}")  # only this store's containers or services
 
 
 def run(quick: bool) -> list[Row]:

@@ -22,8 +22,7 @@ from pathlib import Path
 import aiodocker
 
 from bench.common import Row, docker_ready, pct
-from bench.local_tasks import close_services, open_services, plan, settings
-from taskd.models import JobSpec, RunState, TaskTemplate
+from bench.docker_tasks import through_taskd
 from tests.dockerutil import remove_labelled
 
 IMAGE = "taskd-test:latest"
@@ -80,37 +79,6 @@ async def raw(n: int, concurrency: int, mark: str) -> tuple[float, list[float]]:
         return n / (time.perf_counter() - t0), spans
 
 
-async def through_taskd(db: Path, n: int, concurrency: int) -> tuple[float, list[float]]:
-    svc = await open_services(settings(db, max_parallel=concurrency))
-    runner = svc.engine.runners["swarm"]
-    removed: dict[str, int] = {}  # attempt uuid -> when its service was removed (ns)
-    all_removed = asyncio.Event()
-    cleanup = runner.cleanup
-
-    async def noting_cleanup(ctx, started):  # the benchmark's probe, not taskd's code
-        await cleanup(ctx, started)
-        removed[ctx.attempt_uuid] = time.time_ns()
-        if len(removed) == n:
-            all_removed.set()
-
-    runner.cleanup = noting_cleanup
-    try:
-        job = JobSpec(runner="swarm", image=IMAGE, command=("true",))
-        t0 = time.perf_counter()
-        run = await svc.engine.submit(plan([TaskTemplate(f"s{i}", job) for i in range(n)]))
-        await asyncio.wait_for(all_removed.wait(), 60 + n * 10)
-        rate = n / (time.perf_counter() - t0)
-        if run.state is not RunState.SUCCEEDED:
-            raise RuntimeError(f"the run ended {run.state}")
-        created = await svc.store.read(
-            lambda db: {r[0]: r[1] for r in db.execute("SELECT uuid, created_at FROM attempts")}
-        )
-        return rate, [(removed[u] - created[u]) / 1e9 for u in removed]
-    finally:
-        await close_services(svc)
-        remove_services(f"taskd.instance={svc.instance}")
-
-
 def run(quick: bool) -> list[Row]:
     n = 12 if quick else 60
     why = docker_ready(IMAGE) or (None if swarm_manager() else "the engine is not a swarm manager")
@@ -137,7 +105,9 @@ def run(quick: bool) -> list[Row]:
         # Finished replicated-job tasks leave their containers behind (20.10): not ours to keep.
         remove_labelled(f"{RAW_LABEL}={mark}")
     with tempfile.TemporaryDirectory(prefix="taskd-bench-") as tmp:
-        rate, spans = asyncio.run(through_taskd(Path(tmp) / "swarm.db", n, CONCURRENCY))
+        rate, spans = asyncio.run(
+            through_taskd(Path(tmp) / "swarm.db", n, CONCURRENCY, "swarm", 10, remove_services)
+        )
     raw_p50 = pct(base_spans, 50)
     added = pct(spans, 50) - raw_p50
     detail = {
