@@ -32,6 +32,7 @@ from taskd.runners.base import (
     StartFailed,
     register,
 )
+from taskd.runners.containerspec import container_config
 from taskd.runners.dockerengine import API_ERRORS, EngineHealth, is_missing, unreachable
 from taskd.runners.dockerlogs import RETRY_DELAY, WAIT_RETRIES, ContainerLog, unix_time
 
@@ -177,7 +178,7 @@ class DockerRunner(Runner):
         container: DockerContainer | None = None
         try:
             container = await docker.containers.create(
-                self._container_config(ctx, network, url), name=ctx.name or None
+                container_config(ctx, self.instance, network, url), name=ctx.name or None
             )
             await container.start()
         except BaseException as exc:
@@ -243,47 +244,6 @@ class DockerRunner(Runner):
                             "network none and cannot call taskd back; set --docker-network "
                             "host, or --public-url")  # fmt: skip
         return self._network
-
-    def _container_config(
-        self, ctx: AttemptContext, network: str, url: str | None = None
-    ) -> dict[str, Any]:
-        job = ctx.job
-        env = dict(ctx.env)
-        if url and "TASKD_URL" in env:
-            env["TASKD_URL"] = url  # the address a container on this network reaches taskd at
-        env.update(job.env)
-        # taskd's own labels come last: a job must not be able to disown its container.
-        labels = {
-            **ctx.labels,
-            "taskd.instance": self.instance,
-            "taskd.run": str(ctx.run_id),
-            "taskd.task": str(ctx.task_id),
-            "taskd.attempt": ctx.attempt_uuid,
-        }
-        host: dict[str, Any] = {"NetworkMode": network}
-        if ctx.cpuset:
-            host["CpusetCpus"] = ",".join(str(c) for c in ctx.cpuset)
-        elif job.cpus > 0:
-            host["NanoCpus"] = int(job.cpus * 1e9)
-        if job.memory_mb > 0:
-            # The same value for both: no swap on top of the memory limit.
-            host["Memory"] = host["MemorySwap"] = job.memory_mb * 2**20
-        if job.volumes:
-            host["Binds"] = [
-                f"{v.host_path}:{v.container_path}" + (":ro" if v.read_only else "")
-                for v in job.volumes
-            ]
-        config: dict[str, Any] = {
-            "Image": job.image,
-            "Env": [f"{k}={v}" for k, v in env.items()],
-            "Labels": labels,
-            "HostConfig": host,
-        }
-        if job.command:
-            config["Cmd"] = list(job.command)
-        if job.workdir:
-            config["WorkingDir"] = job.workdir
-        return config
 
     # -- wait / adopt ------------------------------------------------------------------
 

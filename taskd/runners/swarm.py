@@ -41,6 +41,7 @@ from taskd.runners.base import (
     StartFailed,
     register,
 )
+from taskd.runners.containerspec import job_env, job_labels
 from taskd.runners.dockerengine import EngineHealth, unreachable
 from taskd.runners.swarmnodes import NodeWatch, SwarmCapacity
 from taskd.runners.swarmtasks import TaskLog, TaskWatch
@@ -199,17 +200,8 @@ class SwarmRunner(Runner):
     def service_spec(self, ctx: AttemptContext, url: str | None = None) -> dict[str, Any]:
         """The service of one attempt, as the engine's ``services/create`` takes it."""
         job = ctx.job
-        env = dict(ctx.env)
-        if url and "TASKD_URL" in env and not self.settings.public_url:
-            env["TASKD_URL"] = url
-        env.update(job.env)
-        labels = {
-            **ctx.labels,
-            "taskd.instance": self.instance,
-            "taskd.run": str(ctx.run_id),
-            "taskd.task": str(ctx.task_id),
-            "taskd.attempt": ctx.attempt_uuid,
-        }
+        env = job_env(ctx, None if self.settings.public_url else url)
+        labels = job_labels(ctx, self.instance)
         container: dict[str, Any] = {
             "Image": job.image,
             "Env": [f"{k}={v}" for k, v in env.items()],

@@ -21,6 +21,7 @@ from taskd.http.keys import SERVICES
 from taskd.models import JobSpec
 from taskd.processes import definitions as defs
 from taskd.runners.base import AttemptContext
+from taskd.runners.containerspec import container_config
 from taskd.runners.docker import DockerRunner
 from taskd.validate import Doc, Problems
 from tests.conftest import ADMIN
@@ -41,7 +42,7 @@ def host_config(job: JobSpec, network: str = "none") -> dict:
     runner = DockerRunner(Settings(docker_network=network), "security")
     ctx = AttemptContext(attempt_uuid="a", run_id=1, task_id=1, task_name="t", number=1,
                          job=job, env={"TASKD_TASK_TOKEN": "x"})  # fmt: skip
-    config = runner._container_config(ctx, network)
+    config = container_config(ctx, runner.instance, network)
     assert set(config) <= {"Image", "Env", "Labels", "HostConfig", "Cmd", "WorkingDir"}
     return config["HostConfig"]
 
