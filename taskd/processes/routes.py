@@ -81,47 +81,7 @@ def definition_json(d: dq.Definition) -> dict[str, Any]:
     return doc
 
 
-def task_status(a: dict[str, Any]) -> str:
-    if a["succeeded"] is None:
-        return "running"
-    return "succeeded" if a["succeeded"] else "failed"
-
-
-def task_json(a: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "task_id": a["uuid"],
-        "process_id": a["run_uuid"],
-        "process_definition_name": a["run_name"],
-        "task_definition_name": a["task_name"],
-        "start_time": iso_ms(a["started_at"] or a["created_at"]),
-        "end_time": iso_ms(a["ended_at"]),
-        "previous_attempt_count": a["number"] - 1,
-        "log_entries": [
-            {
-                "log_entry_id": e["uuid"],
-                "when": iso_ms(e["at"]),
-                "source": e["source"],
-                "message": e["message"],
-            }
-            for e in a["log_entries"]
-        ],
-        "metadata_entries": [
-            {
-                "metadata_entry_id": e["uuid"],
-                "when": iso_ms(e["at"]),
-                "key": e["key"],
-                "value": e["value"],
-            }
-            for e in a["metadata_entries"]
-        ],
-        "exit_code": a["exit_code"],
-        "status": task_status(a),
-        "attempt_state": a["state"],
-        "reason": a["reason"],
-    }
-
-
-def process_json(run: Any, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+def process_json(run: Any, tasks: list[dict[str, Any]]) -> dict[str, Any]:
     state = run["state"]
     status = "running" if state in ("queued", "running") else state
     return {
@@ -130,7 +90,7 @@ def process_json(run: Any, attempts: list[dict[str, Any]]) -> dict[str, Any]:
         "start_time": iso_ms(run["started_at"] or run["created_at"]),
         "end_time": iso_ms(run["ended_at"]),
         "status": "failed" if status == "killed" else status,
-        "task": [task_json(a) for a in attempts],
+        "task": tasks,
         "trigger": run["trigger"],
         "definition_version": run["definition_version"],
         "killed": bool(run["kill_requested"]) or state == "killed",
@@ -246,10 +206,7 @@ async def list_processes(request: web.Request) -> web.Response:
 
     def read(db: Any) -> list[dict[str, Any]]:
         runs = pq.find_runs(db, RunKind.PROCESS, **filters)
-        attempts = pq.attempts_of_runs(db, [r["id"] for r in runs])
-        by_run: dict[int, list[dict[str, Any]]] = {}
-        for a in attempts:
-            by_run.setdefault(a["run_id"], []).append(a)
+        by_run = pq.attempts_of_runs(db, runs)
         return [process_json(r, by_run.get(r["id"], [])) for r in runs]
 
     return json_response(await request.app[SERVICES].store.read(read))
@@ -267,7 +224,7 @@ async def get_process(request: web.Request) -> web.Response:
 
     def read(db: Any) -> dict[str, Any]:
         run = pq.run_by_uuid(db, process_id, RunKind.PROCESS)
-        return process_json(run, pq.attempts_of_runs(db, [run["id"]]))
+        return process_json(run, pq.attempts_of_runs(db, [run]).get(run["id"], []))
 
     return json_response(await request.app[SERVICES].store.read(read))
 
@@ -308,7 +265,7 @@ async def search_tasks(request: web.Request) -> web.Response:
             limit=query_int(request, "limit", 100, minimum=1) or 100,
         )
     )
-    return json_response([task_json(a) for a in found])
+    return json_response(found)
 
 
 def entries(body: Any, id_key: str, fields: tuple[str, str]) -> list[tuple[str, int, str, str]]:
