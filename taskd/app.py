@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from taskd.auth import Authenticator, load_admin_token
@@ -21,11 +20,12 @@ from taskd.config import Settings
 from taskd.engine.engine import Engine
 from taskd.http import STARTERS, STOPPERS, envelopes, guard, idempotency, serving
 from taskd.http.keys import SERVICES
+from taskd.log import get_logger
 from taskd.processes.scheduler import Scheduler
 from taskd.store import Store, tokens
 from taskd.store.db import DatabaseLock
 
-log = structlog.get_logger("taskd")
+log = get_logger("taskd")
 
 
 @dataclass

@@ -14,14 +14,13 @@ import sqlite3
 import time
 from collections import deque
 
-import structlog
-
+from taskd.log import get_logger
 from taskd.secrets import MASKER
 from taskd.shell_conventions import Parsed, ShellConventions
 from taskd.store import Store
 from taskd.store import output as q
 
-log = structlog.get_logger("taskd.output")
+log = get_logger("taskd.output")
 
 FLUSH_DELAY = 0.2
 FLUSH_BYTES = 64 * 1024

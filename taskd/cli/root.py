@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -11,7 +12,29 @@ from taskd import __version__
 
 
 class TaskdGroup(click.Group):
-    """Errors as one line (``taskd: ...``) for the user and for scripts, usage errors too."""
+    """Errors as one line (``taskd: ...``) for the user and for scripts, usage errors too.
+
+    The client commands are imported when one is named or listed (``loader``): ``taskd serve``
+    runs for months without them and the libraries they print with.
+    """
+
+    loader: Callable[[], None] | None = None
+
+    def load_all(self) -> None:
+        if self.loader is not None:
+            loader, self.loader = self.loader, None
+            loader()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and self.loader is not None:
+            self.load_all()
+            found = super().get_command(ctx, cmd_name)
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load_all()
+        return super().list_commands(ctx)
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-import structlog
 
+from taskd import log
 from taskd.cli.client import record_local_server
 from taskd.cli.root import main
 from taskd.config import Settings, default_local_user, host_memory_mb, job_user
@@ -23,23 +23,7 @@ from taskd.config import Settings, default_local_user, host_memory_mb, job_user
 
 def configure_logging(fmt: str, level: str) -> None:
     numeric = getattr(logging, level.upper(), logging.INFO)
-    renderer = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+    log.configure(fmt, level)
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
 
 
@@ -368,7 +352,7 @@ def serve(**opts) -> None:
         fail(exc.message)
 
     def started() -> None:  # once the app has started and listens
-        structlog.get_logger("taskd").info("taskd serving", url=settings.url, db=str(settings.db))
+        log.get_logger("taskd").info("taskd serving", url=settings.url, db=str(settings.db))
         if not opts["admin_token"]:
             # Lets `taskd trigger ...` in another terminal find this server and its token file.
             record_local_server(settings.url, opts["admin_token_file"] or settings.token_file)
@@ -398,7 +382,7 @@ def admin_token_from(path: Path, given: str | None) -> str:
     if not token:
         raise click.UsageError(f"the admin token file {path} is empty")
     if path.stat().st_mode & 0o077:
-        structlog.get_logger("taskd").warning(
+        log.get_logger("taskd").warning(
             "the admin token file can be read by other users; chmod 600 it", path=str(path)
         )
     return token

@@ -13,7 +13,6 @@ import contextlib
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from aiohttp import web
 
 from taskd.dagruns import budget as dagbudget
@@ -28,6 +27,7 @@ from taskd.http.guard import access
 from taskd.http.idempotency import Creates, idempotent
 from taskd.http.jsonio import json_response, query_bool, read_json
 from taskd.http.keys import SERVICES
+from taskd.log import get_logger
 from taskd.models import RunKind, RunState, TaskState, Trigger
 from taskd.store import idempotency as iq
 from taskd.store.runs import RunPlan
@@ -36,7 +36,7 @@ from taskd.timefmt import ns_str
 if TYPE_CHECKING:
     from taskd.app import Services
 
-log = structlog.get_logger("taskd.dagruns.routes")
+log = get_logger("taskd.dagruns.routes")
 
 
 def error_body(message: str, details: list[str], extra: dict[str, Any]) -> dict[str, Any]:

@@ -12,12 +12,11 @@ import dataclasses
 import uuid as uuidlib
 from typing import Any
 
-import structlog
-
 from taskd.auth import new_task_token
 from taskd.engine.graph import LiveAttempt, RunNode, TaskNode
 from taskd.engine.repair import Ended, Generated
 from taskd.errors import TaskdError
+from taskd.log import get_logger
 from taskd.models import (
     AttemptState,
     Outcome,
@@ -34,7 +33,7 @@ from taskd.shell_conventions import shell_conventions
 from taskd.store import output as output_q
 from taskd.store import runs as q
 
-log = structlog.get_logger("taskd.engine")
+log = get_logger("taskd.engine")
 
 
 class Attempts:

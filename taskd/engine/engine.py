@@ -16,8 +16,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import structlog
-
 from taskd.engine.attempts import Attempts
 from taskd.engine.capacity import Pools
 from taskd.engine.clock import Clock
@@ -27,6 +25,7 @@ from taskd.engine.repair import Ended, repair
 from taskd.engine.retention import Retention
 from taskd.engine.supervisor import Supervisor
 from taskd.errors import BadRequest, NotFound, Unavailable
+from taskd.log import get_logger
 from taskd.metrics import Metrics
 from taskd.models import (
     RUN_TERMINAL,
@@ -45,7 +44,7 @@ from taskd.runners.builtin import load_builtin_runners
 from taskd.store import Store
 from taskd.store import runs as q
 
-log = structlog.get_logger("taskd.engine")
+log = get_logger("taskd.engine")
 
 # A generator hook turns a successful generator's stdout into new tasks (Daggy), returning
 # the templates and extra (parent, child, required) edges; it raises BadRequest on bad output.

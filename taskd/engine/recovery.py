@@ -13,9 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-import structlog
-
 from taskd.engine.graph import LiveAttempt
+from taskd.log import get_logger
 from taskd.models import TaskState
 from taskd.runners.base import AttemptContext, Started
 from taskd.store import output as output_q
@@ -24,7 +23,7 @@ from taskd.store import runs as q
 if TYPE_CHECKING:
     from taskd.engine.engine import Engine
 
-log = structlog.get_logger("taskd.recovery")
+log = get_logger("taskd.recovery")
 
 
 async def recover(engine: Engine) -> None:

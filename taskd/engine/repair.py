@@ -14,10 +14,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from taskd.engine.graph import LiveAttempt, RunNode, TaskNode
 from taskd.engine.recovery import adopt_attempt
+from taskd.log import get_logger
 from taskd.models import RUN_TERMINAL, Outcome, RunState, TaskState, TaskTemplate
 from taskd.store import output as output_q
 from taskd.store import runs as q
@@ -25,7 +24,7 @@ from taskd.store import runs as q
 if TYPE_CHECKING:
     from taskd.engine.engine import Engine
 
-log = structlog.get_logger("taskd.engine")
+log = get_logger("taskd.engine")
 
 # A run is rebuilt first after REPAIR_FIRST seconds, then backing off up to REPAIR_MAX while
 # the store still refuses writes.

@@ -20,13 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
+from taskd.log import get_logger
 from taskd.models import now_ns
 from taskd.store import Store
 from taskd.store import retention as rq
 
-log = structlog.get_logger("taskd.retention")
+log = get_logger("taskd.retention")
 
 BATCH = 200  # runs per delete transaction, at most
 TARGET = 0.05  # seconds one delete may hold the writer; batches shrink (and grow) to fit

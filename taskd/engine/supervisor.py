@@ -13,10 +13,11 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-log = structlog.get_logger("taskd.supervisor")
+from taskd.log import get_logger
+
+log = get_logger("taskd.supervisor")
 
 BACKOFF_FIRST = 0.5  # seconds before the first restart; doubled after each crash
 BACKOFF_MAX = 30.0

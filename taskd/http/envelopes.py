@@ -12,14 +12,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from taskd.errors import TaskdError, Unavailable
 from taskd.http.jsonio import json_response
 from taskd.http.keys import SERVICES
+from taskd.log import get_logger
 
-log = structlog.get_logger("taskd.api")
+log = get_logger("taskd.api")
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import structlog
 from aiohttp import web
 
 from taskd.errors import BadRequest, Conflict, TaskdError
 from taskd.http.jsonio import JSON
 from taskd.http.keys import SERVICES
 from taskd.http.serving import credential_of
+from taskd.log import get_logger
 from taskd.models import now_ns
 from taskd.store import idempotency as iq
 from taskd.store.db import WRITE_HOOK
 
-log = structlog.get_logger("taskd.api")
+log = get_logger("taskd.api")
 
 HEADER = "Idempotency-Key"
 PRUNE_EVERY = 3600.0  # seconds between sweeps of keys past the window

@@ -27,14 +27,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import orjson
-import structlog
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 
 from taskd.config import Settings
 from taskd.errors import RateLimited, TaskdError, Unavailable
+from taskd.log import get_logger
 
-log = structlog.get_logger("taskd.http")
+log = get_logger("taskd.http")
 
 # File descriptors kept for everything but client connections: the database and its WAL,
 # Docker's socket, pipes of local jobs, the listening socket, and the connections one wake-up

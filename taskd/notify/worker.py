@@ -14,14 +14,14 @@ from typing import Any
 
 import aiohttp
 import orjson
-import structlog
 
+from taskd.log import get_logger
 from taskd.notify import channels
 from taskd.secrets import MASKER
 from taskd.store import Store
 from taskd.store import notifications as q
 
-log = structlog.get_logger("taskd.notify")
+log = get_logger("taskd.notify")
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 300.0

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from taskd.engine.clock import Clock
 from taskd.errors import BadRequest, Conflict, NotFound, TaskdError
+from taskd.log import get_logger
 from taskd.models import RunKind, Trigger
 from taskd.processes import definitions as defs
 from taskd.processes import schedule as sched
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
     from taskd.engine.engine import Engine
     from taskd.engine.graph import RunNode
 
-log = structlog.get_logger("taskd.scheduler")
+log = get_logger("taskd.scheduler")
 
 MAX_CATCH_UP = 1000  # slots looked at after a long downtime; "all" fires at most this many
 

@@ -14,11 +14,10 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
-
 from taskd.config import Settings
+from taskd.log import get_logger
 
-log = structlog.get_logger("taskd.docker")
+log = get_logger("taskd.docker")
 
 _EVERY_ADDRESS = ("0.0.0.0", "::", "")
 

@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import aiodocker
 import aiohttp
-import structlog
 from aiodocker.containers import DockerContainer
 
 from taskd.config import Settings
+from taskd.log import get_logger
 from taskd.models import AttemptState, Outcome
 from taskd.runners import callbackurl
 from taskd.runners.base import (
@@ -36,7 +36,7 @@ from taskd.runners.containerspec import container_config
 from taskd.runners.dockerengine import API_ERRORS, EngineHealth, is_missing, unreachable
 from taskd.runners.dockerlogs import RETRY_DELAY, WAIT_RETRIES, ContainerLog, unix_time
 
-log = structlog.get_logger("taskd.docker")
+log = get_logger("taskd.docker")
 
 T = TypeVar("T")
 

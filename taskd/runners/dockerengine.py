@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 import aiodocker
 import aiohttp
-import structlog
 
-log = structlog.get_logger("taskd.docker")
+from taskd.log import get_logger
+
+log = get_logger("taskd.docker")
 
 # The client reports a connection that could not be made as this pseudo status.
 _NO_CONNECTION = 900

@@ -26,9 +26,9 @@ from typing import Any
 
 import aiodocker
 import aiohttp
-import structlog
 
 from taskd.config import Settings
+from taskd.log import get_logger
 from taskd.models import AttemptState, Outcome
 from taskd.runners import callbackurl
 from taskd.runners.base import (
@@ -46,7 +46,7 @@ from taskd.runners.dockerengine import EngineHealth, unreachable
 from taskd.runners.swarmnodes import NodeWatch, SwarmCapacity
 from taskd.runners.swarmtasks import TaskLog, TaskWatch
 
-log = structlog.get_logger("taskd.swarm")
+log = get_logger("taskd.swarm")
 
 _API_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 _CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)

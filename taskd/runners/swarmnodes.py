@@ -14,12 +14,11 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
-
 from taskd.engine.capacity import Capacity
+from taskd.log import get_logger
 from taskd.models import JobSpec
 
-log = structlog.get_logger("taskd.swarm")
+log = get_logger("taskd.swarm")
 
 # Between two reconnects of the event stream (a manager restarting, the engine away).
 RECONNECT_DELAY = 5.0

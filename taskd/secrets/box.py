@@ -11,8 +11,7 @@ import base64
 import os
 import secrets
 from pathlib import Path
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import Any
 
 from taskd.errors import TaskdError
 
@@ -26,7 +25,7 @@ def load_or_create_key(path: Path) -> bytes:
     try:
         text = path.read_text().strip()
     except FileNotFoundError:
-        key = AESGCM.generate_key(bit_length=256)
+        key = secrets.token_bytes(32)  # what AESGCM.generate_key(256) returns
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(base64.b64encode(key).decode() + "\n")
@@ -41,14 +40,37 @@ def load_or_create_key(path: Path) -> bytes:
 
 
 class Box:
-    """Seals and opens secret values with one key."""
+    """Seals and opens secret values with one key.
+
+    The cipher library (some 6 MB of resident memory) is loaded when the first secret is
+    sealed or opened: a server without secrets never needs it.
+    """
 
     def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
+        self._key = key
+        self._cipher: Any = None
+
+    @property
+    def _aead(self) -> Any:
+        if self._cipher is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._cipher = AESGCM(self._key)
+        return self._cipher
 
     def seal(self, name: str, value: str) -> tuple[bytes, bytes]:
         nonce = secrets.token_bytes(12)
         return nonce, self._aead.encrypt(nonce, value.encode(), name.encode())
 
     def open(self, name: str, nonce: bytes, sealed: bytes) -> str:
-        return self._aead.decrypt(nonce, sealed, name.encode()).decode()
+        """The value; ``InvalidSecret`` when it was not sealed with this key and name."""
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            return self._aead.decrypt(nonce, sealed, name.encode()).decode()
+        except InvalidTag:
+            raise InvalidSecret(name) from None
+
+
+class InvalidSecret(TaskdError):
+    """A stored value that does not open with this key (another key, or a changed row)."""

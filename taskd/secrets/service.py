@@ -5,11 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-
 from taskd.errors import BadRequest, NotFound
 from taskd.secrets import MASKER, NAME
-from taskd.secrets.box import Box, SecretsKeyError, load_or_create_key
+from taskd.secrets.box import Box, InvalidSecret, SecretsKeyError, load_or_create_key
 from taskd.store import Store
 from taskd.store import secrets as q
 
@@ -42,7 +40,7 @@ class Secrets:
         for row in rows:
             try:
                 value = self._box.open(row["name"], row["nonce"], row["value"])
-            except InvalidTag:
+            except InvalidSecret:
                 raise SecretsKeyError(
                     f"secret {row['name']!r} cannot be opened with the key in {self.key_file};"
                     " is it the key the database was made with?"

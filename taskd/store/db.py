@@ -26,14 +26,13 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
-import structlog
-
 from taskd.errors import Conflict, StoreError
+from taskd.log import get_logger
 from taskd.store.migrations import migrate
 
 T = TypeVar("T")
 
-log = structlog.get_logger("taskd.store")
+log = get_logger("taskd.store")
 
 # Set while a request with an Idempotency-Key is handled (see taskd.http.idempotency): it may
 # wrap the write that creates, so the key is stored in the same transaction as what it made.

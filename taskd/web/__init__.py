@@ -16,7 +16,6 @@ from taskd.web.session import SESSIONS, Sessions, page
 
 def setup(app: web.Application) -> None:
     """Add the dashboard's routes to the app; its live views follow the engine once started."""
-    render.setup_templates(app)
     app[SESSIONS] = Sessions()
     hub = app[views.HUB] = Hub()
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mimetypes
 from pathlib import Path
 from typing import Any
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 
 from taskd.web import words
@@ -18,25 +17,28 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 
 
-def setup_templates(app: web.Application) -> None:
-    env = aiohttp_jinja2.setup(
-        app,
+@functools.cache
+def templates() -> Any:
+    """The pages' template environment, made when the first page is asked for: a server
+    nobody browses never loads the template engine."""
+    import jinja2
+
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),
         autoescape=jinja2.select_autoescape(default=True),
-        app_key=aiohttp_jinja2.APP_KEY,
     )
     env.filters.update(
         duration=words.duration, stamp=words.stamp, schedule_words=words.schedule_words
     )
     env.globals["static"] = static_url
+    return env
 
 
 def render(request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
-    response = aiohttp_jinja2.render_template(
-        name, request, context(request, **values), status=status
+    text = templates().get_template(name).render(context(request, **values))
+    return web.Response(
+        text=text, status=status, content_type="text/html", headers=SECURITY_HEADERS
     )
-    response.headers.update(SECURITY_HEADERS)
-    return response
 
 
 async def error_page(request: web.Request, status: int, message: str) -> web.Response:

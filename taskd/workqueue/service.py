@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import structlog
 
 from taskd.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
+from taskd.log import get_logger
 from taskd.store import Store
 from taskd.workqueue import store as sq
 from taskd.workqueue import store_projects as qp
@@ -45,7 +45,7 @@ from taskd.workqueue.projects import QueueProjects
 if TYPE_CHECKING:
     from taskd.engine.supervisor import Supervisor
 
-log = structlog.get_logger("taskd.queue")
+log = get_logger("taskd.queue")
 
 WORKER_CACHE = 100_000  # authenticated workers kept in memory
 LOG_METHODS = {3: "error", 4: "warning", 5: "info", 7: "debug"}

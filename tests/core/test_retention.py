@@ -8,10 +8,9 @@ import dataclasses
 import time
 import uuid
 
-from structlog.testing import capture_logs
-
 from taskd.engine import retention as retention_mod
 from taskd.engine.retention import Retention
+from taskd.log import capture as capture_logs
 from taskd.models import JobSpec, RunKind, TaskTemplate
 from taskd.processes import store as dq
 from taskd.store import retention as rq
