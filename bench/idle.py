@@ -111,12 +111,13 @@ def run(quick: bool) -> list[Row]:
             f"idle daemon RSS, {n:,} scheduled definitions",
             rss,
             "MB",
-            60,
+            base_rss + 10,  # "at most 10 MB more than a bare aiohttp app"
             "<=",
             baseline=base_rss,
             baseline_unit="MB",
             baseline_what="bare aiohttp app RSS",
             detail=detail,
+            bound=base_rss + 30,
         ),
         Row(
             "idle_cpu",
