@@ -28,14 +28,10 @@ from taskd.store import retention as rq
 log = get_logger("taskd.retention")
 
 BATCH = 200  # runs per delete transaction, at most
-TARGET = 0.05  # seconds one delete may hold the writer; batches shrink (and grow) to fit
+FIRST = 4  # runs in the first delete of a pass: the size of the store's runs is unknown yet
+LIMIT = 0.05  # seconds one delete may hold the writer
+AIM = 0.025  # what batches are sized for: half the limit, room for a slower disk moment
 DAY_NS = 86400 * 1_000_000_000
-
-
-def timed(db: Any, fn: Callable[..., int], *args: Any) -> tuple[int, float]:
-    """Run a delete on the writer thread and say how long it held the writer."""
-    t0 = time.monotonic()
-    return fn(db, *args), time.monotonic() - t0
 
 
 class Retention:
@@ -53,7 +49,7 @@ class Retention:
         self.active = active  # ids of runs the engine holds: never touched
         self.clock = clock  # wall time in ns: what counts as old is measured on the engine's
         self._output_after: dict[tuple[str, str], int] = {}  # count rule: ids done per name
-        self.batch = BATCH  # runs per delete now: a run of 100,000 tasks takes longer than one
+        self.batch = FIRST  # runs per delete now: a run of 100,000 tasks takes longer than one
 
     async def loop(self) -> None:
         while True:
@@ -96,11 +92,16 @@ class Retention:
     async def _delete(self, fn: Callable[..., int], ids: list[int], *args: Any) -> int:
         if not ids:
             return 0
-        n, took = await self.store.write(timed, fn, ids, *args)
-        if took > TARGET and self.batch > 1:
-            self.batch = max(1, self.batch // 2)
-        elif took < TARGET / 4 and self.batch < BATCH:
-            self.batch = min(BATCH, self.batch * 2)
+        # From asking to committed: the commit (writing the freed pages) is often most of a
+        # delete's hold, and waiting behind other writes only makes the next batch smaller.
+        t0 = time.monotonic()
+        n = await self.store.write(fn, ids, *args)
+        took = max(time.monotonic() - t0, 1e-4)
+        # Size the next batch for AIM by the time this one took per run: at most double
+        # (one fast batch is no proof), at least a quarter (a slow one may be a blip).
+        per_run = took / len(ids)
+        wanted = int(AIM / per_run)
+        self.batch = max(1, min(BATCH, self.batch * 2, max(self.batch // 4, wanted)))
         return n
 
     def _idle(self, ids: list[int]) -> list[int]:
@@ -116,11 +117,11 @@ class Retention:
             cutoff = self.clock() - int(days * DAY_NS)
             since, after_id = await self.store.read(rq.output_watermark), 0
             while rows := await self.store.read(
-                rq.ended_between, since, after_id, cutoff, self.batch
+                rq.ended_between, since, after_id, cutoff, asked := self.batch
             ):
                 after_id, since = rows[-1]
                 deleted += await self._delete(rq.drop_output, [r for r, _ in rows], since)
-                if len(rows) < self.batch:
+                if len(rows) < asked:  # the last of them (self.batch may have changed)
                     break
         if keep > 0:
             for name in await self.store.read(rq.crowded_names, keep):

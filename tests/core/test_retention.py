@@ -130,3 +130,14 @@ async def test_a_write_holding_the_writer_long_is_logged(services):
         await services.store.write(slow)
     [entry] = [e for e in logs if e["event"] == "slow write held the writer"]
     assert entry["seconds"] >= 0.1 and "slow" in entry["slowest"]
+
+
+async def test_one_output_pass_prunes_every_aged_run_while_its_batches_grow(services):
+    # A pass starts with small batches and grows them while deletes are quick: growing must
+    # not end the pass early (it once stopped after the first batch, leaving the rest of the
+    # aged output for later passes, an hour apart by default).
+    runs = [await run_to_end(services, f"r{i}") for i in range(3 * retention_mod.FIRST)]
+    time.sleep(0.01)
+    done = await retention(services, log_retention_days=0.001 / 86400).run_pass()
+    assert done["output_chunks"] == len(runs)
+    assert await count(services, "output_chunks") == 0
