@@ -37,6 +37,7 @@ BENCHMARKS = {
     "swarm": ("bench.swarm_tasks", "run"),
     "cron": ("bench.cron", "run"),
     "scale": ("bench.scale", "run"),
+    "retention": ("bench.retention", "run"),
     "growth": ("bench.growth", "run"),
     "ui": ("bench.ui_pages", "run"),
     "dag": ("bench.external", "dag"),
