@@ -33,6 +33,7 @@ import time
 
 PR_SET_CHILD_SUBREAPER = 36
 HEADER = struct.Struct("!I")
+LIBC = ctypes.CDLL(None, use_errno=True)  # once, not in every shim
 TEARDOWN_LIMIT = 30.0  # seconds; a process stuck in the kernel cannot hold a report forever
 
 
@@ -111,6 +112,32 @@ def exec_main(req: dict, fds: list[int], home: str | None, errw: int) -> None:
         os._exit(127)
 
 
+def spawn_plain(req: dict, fds: list[int]) -> int | None:
+    """Start the main process of a job with no user or directory of its own; None if it fails.
+
+    posix_spawn does not copy the shim's memory as fork does, so it is about twice as fast;
+    it sets up what ``exec_main`` does for such a job (own session, default signals, the
+    pipes on 1 and 2). On any failure the caller takes the fork path, which reports the
+    error as it always has.
+    """
+    argv, env = req["argv"], req["env"]
+    path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
+    if not path:
+        return None
+    try:
+        return os.posix_spawn(
+            path, argv, env, setsid=True,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, fds[0], 1),
+                (os.POSIX_SPAWN_DUP2, fds[1], 2),
+            ],
+        )  # fmt: skip
+    except OSError:
+        return None
+
+
 def run_shim(req: dict, fds: list[int]) -> None:
     """The shim of one attempt (a forked child of the supervisor). Never returns."""
     status = fds[2]
@@ -129,27 +156,28 @@ def run_shim(req: dict, fds: list[int]) -> None:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)  # the shim prints nothing; nor does it hold taskd's log open
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        if LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
         user = req.get("user")
         if user:
             # A private, empty home: the user's own may not exist (nobody's does not).
             home = tempfile.mkdtemp(prefix="taskd-job-")
             os.chown(home, user["uid"], user["gid"])
-        errr, errw = os.pipe()  # close-on-exec: EOF means the exec worked
-        main = os.fork()
-        if main == 0:
-            exec_main(req, fds, home, errw)
-        os.close(errw)
-        error = b""
-        while chunk := os.read(errr, 4096):
-            error += chunk
-        os.close(errr)
-        if error:
-            os.waitpid(main, 0)
-            report("error cannot start " + error.decode(errors="replace").replace("\n", " "))
-            return
+        main = None if user or req.get("cwd") else spawn_plain(req, fds)
+        if main is None:
+            errr, errw = os.pipe()  # close-on-exec: EOF means the exec worked
+            main = os.fork()
+            if main == 0:
+                exec_main(req, fds, home, errw)
+            os.close(errw)
+            error = b""
+            while chunk := os.read(errr, 4096):
+                error += chunk
+            os.close(errr)
+            if error:
+                os.waitpid(main, 0)
+                report("error cannot start " + error.decode(errors="replace").replace("\n", " "))
+                return
         signal.signal(signal.SIGTERM, lambda *_: signal_all(descendants(me), signal.SIGTERM))
         signal.signal(signal.SIGUSR1, lambda *_: signal_all(descendants(me), signal.SIGKILL))
         report(f"started {me} {main}")
