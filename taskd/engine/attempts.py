@@ -36,6 +36,13 @@ from taskd.store import runs as q
 
 log = structlog.get_logger("taskd.engine")
 
+# Many tasks ready at once are started in chunks that double in size: the first few are
+# committed and started within milliseconds, and each next chunk is prepared on the loop while
+# the writer thread commits the one before (one huge batch would hold every start until all of
+# it was prepared and written; small fixed chunks would pay a commit each).
+FIRST_CHUNK = 8
+MAX_CHUNK = 512
+
 
 class Attempts:
     """The engine's dispatcher and attempt lifecycle (mixed into ``Engine``)."""
@@ -47,14 +54,28 @@ class Attempts:
             loop = asyncio.get_running_loop()
             self._dispatch_handle = loop.call_soon(self._dispatch)
 
+    _chunk = FIRST_CHUNK  # how many the next dispatch may start
+
     def _dispatch(self) -> None:
         self._dispatch_handle = None
+        limit = self._chunk
         ch = q.Changes(self.clock.now_ns())
+        starting = self._fill(ch, limit)
+        if starting:
+            self.spawn(self._launch(ch, starting), "launch")
+        if len(starting) >= limit and self.ready and not self.capacity.full:
+            self._chunk = min(2 * limit, MAX_CHUNK)  # the rest on the next turn of the loop
+            self._dispatch_soon()
+        else:
+            self._chunk = FIRST_CHUNK
+
+    def _fill(self, ch: q.Changes, limit: int) -> list[LiveAttempt]:
+        """Begin up to ``limit`` ready tasks that fit, in ``ch``; they start once it is stored."""
         starting: list[LiveAttempt] = []
         passed: list[TaskNode] = []
         reserved = None  # the job that waited too long: what others must leave room for
         clock = self.clock.time()
-        while self.ready and not self.capacity.full and len(passed) < 256:
+        while self.ready and not self.capacity.full and len(passed) < 256 and len(starting) < limit:
             task = self.ready.popleft()
             if task.state is not TaskState.READY or task.live is not None:
                 continue  # a stale entry: killed or started since it was queued
@@ -75,8 +96,7 @@ class Attempts:
             starting.append(self._begin(task, ch))
         self.ready.extendleft(reversed(passed))
         self.metrics.queue_depth = len(self.ready)
-        if starting:
-            self.spawn(self._launch(ch, starting), "launch")
+        return starting
 
     def _release(self, runner: str) -> None:
         """The runner's backend is back: its held tasks go first, in their old order."""
@@ -125,14 +145,20 @@ class Attempts:
         try:
             ids = await self._commit(ch)
         except Exception:
-            # Never written, so never started: give back what they held; the repair of their
-            # runs queues the tasks again.
-            for att in starting:
-                self.capacity.give(att.task.job, att.cpuset)
-                self.live.pop(att.uuid, None)
-                if att.task.live is att:
-                    att.task.live = None
+            self._unbegin(starting)
             return
+        self._watch_all(starting, ids)
+
+    def _unbegin(self, starting: list[LiveAttempt]) -> None:
+        # Never written, so never started: give back what they held; the repair of their
+        # runs queues the tasks again.
+        for att in starting:
+            self.capacity.give(att.task.job, att.cpuset)
+            self.live.pop(att.uuid, None)
+            if att.task.live is att:
+                att.task.live = None
+
+    def _watch_all(self, starting: list[LiveAttempt], ids: list[int]) -> None:
         for att, attempt_id in zip(starting, ids, strict=True):
             att.id = attempt_id
             att.watcher = self.spawn(self.watch(att), f"attempt-{att.uuid}")
@@ -196,16 +222,22 @@ class Attempts:
         ch.attempt(att.id, state=AttemptState.RUNNING, started_at=at,
                    container_id=started.container_id, pid=started.pid,
                    pid_start=started.pid_start, host=started.host)  # fmt: skip
-        try:
-            await self._commit(ch)
-        except Exception as exc:
-            # The job runs all the same; what was not written goes in with its end.
-            log.warning("could not record an attempt's start", attempt=att.uuid, error=str(exc))
-            att.unwritten = ch.attempts[att.id]
+        # Written while the job runs: a short job's end need not wait for it first. Its end is
+        # written after it (the wait below), so the store never sees them out of order.
+        recorded = asyncio.ensure_future(self._commit(ch))
         self._arm_deadline(att, att.task.max_runtime)
         if att.stop_as is not None:  # a kill arrived while it was starting
             self.spawn(runner.kill(att.ctx, started, self.settings.kill_grace), "kill")
-        return await runner.wait(att.ctx, started, sink)
+        try:
+            return await runner.wait(att.ctx, started, sink)
+        finally:
+            try:
+                await recorded
+            except Exception as exc:
+                # The job ran all the same; what was not written goes in with its end.
+                log.warning("could not record an attempt's start", attempt=att.uuid,
+                            error=str(exc))  # fmt: skip
+                att.unwritten = ch.attempts[att.id]
 
     async def _adopt(
         self, runner: Runner, att: LiveAttempt, sink: OutputWriter, adopt: dict[str, Any]
@@ -289,11 +321,17 @@ class Attempts:
             return  # the repair decides it on the rebuilt run
         ch = q.Changes(ended.at)
         self._decide(att, ended, ch)
+        # What its end made ready (or the slot it freed) starts in the same transaction: a
+        # chain's next task waits for one commit, not two. Atomic, so a child is never
+        # stored as started while its parent's end is not.
+        starting = [] if self._closing else self._fill(ch, FIRST_CHUNK)
         try:
-            await self._commit(ch)
+            ids = await self._commit(ch)
         except Exception:
+            self._unbegin(starting)
             return
         self._ended.pop(att.uuid, None)
+        self._watch_all(starting, ids)
         self._dispatch_soon()
 
     def _decide(self, att: LiveAttempt, ended: Ended, ch: q.Changes) -> None:
