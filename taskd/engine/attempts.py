@@ -55,6 +55,7 @@ class Attempts:
             self._dispatch_handle = loop.call_soon(self._dispatch)
 
     _chunk = FIRST_CHUNK  # how many the next dispatch may start
+    _stalled = False  # the last fill stopped at a task whose pool has no free slot
 
     def _dispatch(self) -> None:
         self._dispatch_handle = None
@@ -69,8 +70,13 @@ class Attempts:
         else:
             self._chunk = FIRST_CHUNK
 
-    def _fill(self, ch: q.Changes, limit: int) -> list[LiveAttempt]:
-        """Begin up to ``limit`` ready tasks that fit, in ``ch``; they start once it is stored."""
+    def _fill(self, ch: q.Changes, limit: int, look_ahead: bool = True) -> list[LiveAttempt]:
+        """Begin up to ``limit`` ready tasks that fit, in ``ch``; they start once it is stored.
+
+        Without ``look_ahead`` it stops at the first task that cannot start now, rather than
+        looking behind it for one that could (which ``_dispatch`` does).
+        """
+        self._stalled = False
         starting: list[LiveAttempt] = []
         passed: list[TaskNode] = []
         reserved = None  # the job that waited too long: what others must leave room for
@@ -85,6 +91,10 @@ class Attempts:
             if task.run.id in self._repairing:
                 passed.append(task)  # not now; if its run is replaced, the entry goes with it
                 continue
+            if not look_ahead and self.capacity.no_slot(task.job):
+                self._stalled = True  # nothing of its pool can start: no need to look further
+                passed.append(task)
+                break
             if not self.capacity.fits(task.job, reserved):
                 passed.append(task)  # let smaller jobs behind it go first, for a while
                 if task.passed_since is None:
@@ -324,7 +334,10 @@ class Attempts:
         # What its end made ready (or the slot it freed) starts in the same transaction: a
         # chain's next task waits for one commit, not two. Atomic, so a child is never
         # stored as started while its parent's end is not.
-        starting = [] if self._closing else self._fill(ch, FIRST_CHUNK)
+        starting = [] if self._closing else self._fill(ch, FIRST_CHUNK, look_ahead=False)
+        # Whether a dispatch must look behind the queue's head for more (the slot it freed went
+        # unused, or more may fit); a busy queue is not scanned again at each end.
+        more = not (starting and self._stalled and len(starting) < FIRST_CHUNK)
         try:
             ids = await self._commit(ch)
         except Exception:
@@ -332,7 +345,8 @@ class Attempts:
             return
         self._ended.pop(att.uuid, None)
         self._watch_all(starting, ids)
-        self._dispatch_soon()
+        if more:
+            self._dispatch_soon()
 
     def _decide(self, att: LiveAttempt, ended: Ended, ch: q.Changes) -> None:
         task, outcome, succeeded, now = att.task, ended.outcome, ended.succeeded, ended.at
