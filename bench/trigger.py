@@ -122,7 +122,7 @@ def run(quick: bool) -> list[Row]:
             "trigger_100",
             "trigger → done over HTTP, 100 independent /bin/true tasks",
             few_s / raw_few_s,
-            "× raw",
+            "times raw",
             1.5,
             "<=",
             baseline=raw_few_s * 1e3,

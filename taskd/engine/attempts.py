@@ -56,6 +56,8 @@ class Attempts:
 
     _chunk = FIRST_CHUNK  # how many the next dispatch may start
     _stalled = False  # the last fill stopped at a task whose pool has no free slot
+    _starts: q.Changes | None = None  # attempts' starts of this turn of the loop, not yet sent
+    _starts_written: asyncio.Future[Any]
 
     def _dispatch(self) -> None:
         self._dispatch_handle = None
@@ -228,13 +230,11 @@ class Attempts:
             return Outcome(AttemptState.START_FAILED, reason=str(exc))
         att.started = started
         at = self.clock.now_ns()
-        ch = q.Changes(at)
-        ch.attempt(att.id, state=AttemptState.RUNNING, started_at=at,
-                   container_id=started.container_id, pid=started.pid,
-                   pid_start=started.pid_start, host=started.host)  # fmt: skip
+        cols = dict(state=AttemptState.RUNNING, started_at=at, container_id=started.container_id,
+                    pid=started.pid, pid_start=started.pid_start, host=started.host)  # fmt: skip
         # Written while the job runs: a short job's end need not wait for it first. Its end is
         # written after it (the wait below), so the store never sees them out of order.
-        recorded = asyncio.ensure_future(self._commit(ch))
+        recorded = self._note_start(att.id, cols)
         self._arm_deadline(att, att.task.max_runtime)
         if att.stop_as is not None:  # a kill arrived while it was starting
             self.spawn(runner.kill(att.ctx, started, self.settings.kill_grace), "kill")
@@ -242,12 +242,25 @@ class Attempts:
             return await runner.wait(att.ctx, started, sink)
         finally:
             try:
-                await recorded
+                await asyncio.shield(recorded)  # shared with other starts: never cancel it
             except Exception as exc:
                 # The job ran all the same; what was not written goes in with its end.
                 log.warning("could not record an attempt's start", attempt=att.uuid,
                             error=str(exc))  # fmt: skip
-                att.unwritten = ch.attempts[att.id]
+                att.unwritten = cols
+
+    def _note_start(self, attempt_id: int, cols: dict[str, Any]) -> asyncio.Future[Any]:
+        """Write an attempt's start with every other start of this turn of the loop, in one
+        batch: a burst of 1,000 starts is one write, not 1,000 queued before the next chunk."""
+        if self._starts is None:
+            self._starts = q.Changes(self.clock.now_ns())
+            self._starts_written = asyncio.ensure_future(self._write_starts(self._starts))
+        self._starts.attempt(attempt_id, **cols)
+        return self._starts_written
+
+    async def _write_starts(self, ch: q.Changes) -> None:
+        self._starts = None  # from now on (the next turn), starts go in a new batch
+        await self._commit(ch)
 
     async def _adopt(
         self, runner: Runner, att: LiveAttempt, sink: OutputWriter, adopt: dict[str, Any]
