@@ -3,11 +3,12 @@
 taskd runs this file once, as its own small process (``python -I -S supervise.py FD``; it
 imports nothing but the standard library, so it starts without loading taskd). Over the
 socket ``FD`` taskd sends one request per attempt, with the write ends of the job's stdout,
-stderr and status pipes attached. For each request the supervisor forks a *shim*, which:
+stderr and status pipes attached. Each request goes to a *shim* (forked one request ahead,
+so a start does not wait for the fork), which:
 
 - becomes a child subreaper, so every process the job starts stays below it, even one that
   double-forks or calls ``setsid`` (an orphan is re-parented to the shim, not to init);
-- forks the job's main process (its own session, optionally as another user) and reports
+- starts the job's main process (its own session, optionally as another user) and reports
   ``started <shim pid> <main pid>`` on the status pipe, or ``error <why>`` if it could not;
 - forwards SIGTERM to every descendant, and on SIGUSR1 kills every descendant;
 - when the main process exits, kills whatever descendants are left, reaps them all, and only
@@ -30,6 +31,7 @@ import struct
 import sys
 import tempfile
 import time
+from array import array
 
 PR_SET_CHILD_SUBREAPER = 36
 HEADER = struct.Struct("!I")
@@ -245,20 +247,66 @@ def receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
     return json.loads(body), fds
 
 
+def fork_spare(sock: socket.socket) -> socket.socket | None:
+    """A shim forked before its request comes, so an attempt's start does not wait for a fork.
+
+    It waits on its own socket for one request; at EOF (the supervisor ended) it exits.
+    Returns the supervisor's end of that socket, or None if it could not fork.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        try:
+            sock.close()  # only taskd and the supervisor may hold the request socket
+            ours.close()
+            got = receive(theirs)
+            theirs.close()
+        except BaseException:
+            os._exit(0)
+        if got is None or len(got[1]) != 3:
+            os._exit(0)
+        run_shim(*got)
+    theirs.close()
+    return ours
+
+
+def hand_over(spare: socket.socket, req: dict, fds: list[int]) -> bool:
+    """Pass a request to a spare shim; False if it is gone (then fork one as before)."""
+    data = json.dumps(req).encode()
+    frame = HEADER.pack(len(data)) + data
+    try:
+        sent = spare.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array("i", fds))])
+        if sent < len(frame):
+            spare.sendall(frame[sent:])
+        return True
+    except OSError:
+        return False
+    finally:
+        spare.close()
+
+
 def serve(sock: socket.socket) -> None:
-    """Fork a shim per request until taskd goes away."""
+    """Give each request to a shim until taskd goes away."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims are reaped by the kernel
+    spare = fork_spare(sock)
     while (got := receive(sock)) is not None:
         req, fds = got
         if len(fds) != 3:
             for fd in fds:
                 os.close(fd)
             continue
-        if os.fork() == 0:
-            sock.close()  # only taskd and the supervisor may hold the request socket
+        if (spare is None or not hand_over(spare, req, fds)) and os.fork() == 0:
+            sock.close()
             run_shim(req, fds)
         for fd in fds:
             os.close(fd)
+        # The next shim is forked now, while this one starts its job (not on the next start).
+        spare = fork_spare(sock)
 
 
 if __name__ == "__main__":
