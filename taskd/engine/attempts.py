@@ -42,10 +42,6 @@ log = structlog.get_logger("taskd.engine")
 # it was prepared and written; small fixed chunks would pay a commit each).
 FIRST_CHUNK = 8
 MAX_CHUNK = 512
-# Seconds an attempt's start waits to be written with the others of that moment; a job that
-# ends sooner has it written with its end. A taskd killed meanwhile finds the job's processes
-# by the attempt in their environment, as it does for one killed before any start was written.
-START_WRITE_DELAY = 0.005
 
 
 class Attempts:
@@ -60,7 +56,7 @@ class Attempts:
 
     _chunk = FIRST_CHUNK  # how many the next dispatch may start
     _stalled = False  # the last fill stopped at a task whose pool has no free slot
-    _starts: q.Changes | None = None  # attempts' starts not yet sent to the store
+    _starts: q.Changes | None = None  # attempts' starts of this turn of the loop, not yet sent
     _starts_written: asyncio.Future[Any]
 
     def _dispatch(self) -> None:
@@ -236,8 +232,8 @@ class Attempts:
         at = self.clock.now_ns()
         cols = dict(state=AttemptState.RUNNING, started_at=at, container_id=started.container_id,
                     pid=started.pid, pid_start=started.pid_start, host=started.host)  # fmt: skip
-        # Written while the job runs, a moment later, with the other starts of that moment; a
-        # job that ends before then has its start written with its end (one commit, not two).
+        # Written while the job runs: a short job's end need not wait for it first. Its end is
+        # written after it (the wait below), so the store never sees them out of order.
         recorded = self._note_start(att.id, cols)
         self._arm_deadline(att, att.task.max_runtime)
         if att.stop_as is not None:  # a kill arrived while it was starting
@@ -245,44 +241,26 @@ class Attempts:
         try:
             return await runner.wait(att.ctx, started, sink)
         finally:
-            if self._starts is not None and self._starts.attempts.pop(att.id, None) is not None:
-                att.unwritten = cols  # not sent yet: it goes in with the end, before it
-            else:
-                try:
-                    await asyncio.shield(recorded)  # shared with other starts: never cancel it
-                except Exception as exc:
-                    # The job ran all the same; what was not written goes in with its end.
-                    log.warning("could not record an attempt's start", attempt=att.uuid,
-                                error=str(exc))  # fmt: skip
-                    att.unwritten = cols
+            try:
+                await asyncio.shield(recorded)  # shared with other starts: never cancel it
+            except Exception as exc:
+                # The job ran all the same; what was not written goes in with its end.
+                log.warning("could not record an attempt's start", attempt=att.uuid,
+                            error=str(exc))  # fmt: skip
+                att.unwritten = cols
 
     def _note_start(self, attempt_id: int, cols: dict[str, Any]) -> asyncio.Future[Any]:
-        """Queue an attempt's start for the next batch of starts, written ``START_WRITE_DELAY``
-        after the first of them: a burst of 1,000 starts is one write, not 1,000 queued before
-        the next chunk's attempts. Its end is written after it, so the order is kept."""
+        """Write an attempt's start with every other start of this turn of the loop, in one
+        batch: a burst of 1,000 starts is one write, not 1,000 queued before the next chunk."""
         if self._starts is None:
-            loop = asyncio.get_running_loop()
             self._starts = q.Changes(self.clock.now_ns())
-            self._starts_written = loop.create_future()
-            loop.call_later(START_WRITE_DELAY, self._send_starts)
+            self._starts_written = asyncio.ensure_future(self._write_starts(self._starts))
         self._starts.attempt(attempt_id, **cols)
         return self._starts_written
 
-    def _send_starts(self) -> None:
-        ch, written, self._starts = self._starts, self._starts_written, None
-        if ch is None or not ch:  # every job of the batch ended first: nothing left to write
-            written.set_result(None)
-            return
-
-        def settle(task: asyncio.Future[Any]) -> None:
-            if task.cancelled():
-                written.cancel()
-            elif task.exception() is not None:
-                written.set_exception(task.exception())  # type: ignore[arg-type]
-            else:
-                written.set_result(None)
-
-        asyncio.ensure_future(self._commit(ch)).add_done_callback(settle)
+    async def _write_starts(self, ch: q.Changes) -> None:
+        self._starts = None  # from now on (the next turn), starts go in a new batch
+        await self._commit(ch)
 
     async def _adopt(
         self, runner: Runner, att: LiveAttempt, sink: OutputWriter, adopt: dict[str, Any]
