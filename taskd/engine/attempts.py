@@ -35,6 +35,13 @@ from taskd.store import runs as q
 
 log = get_logger("taskd.engine")
 
+# Many tasks ready at once are started in chunks that double in size: the first few are
+# committed and started within milliseconds, and each next chunk is prepared on the loop while
+# the writer thread commits the one before (one huge batch would hold every start until all of
+# it was prepared and written; small fixed chunks would pay a commit each).
+FIRST_CHUNK = 8
+MAX_CHUNK = 512
+
 
 class Attempts:
     """The engine's dispatcher and attempt lifecycle (mixed into ``Engine``)."""
@@ -46,14 +53,36 @@ class Attempts:
             loop = asyncio.get_running_loop()
             self._dispatch_handle = loop.call_soon(self._dispatch)
 
+    _chunk = FIRST_CHUNK  # how many the next dispatch may start
+    _stalled = False  # the last fill stopped at a task whose pool has no free slot
+    _starts: q.Changes | None = None  # attempts' starts of this turn of the loop, not yet sent
+    _starts_written: asyncio.Future[Any]
+
     def _dispatch(self) -> None:
         self._dispatch_handle = None
+        limit = self._chunk
         ch = q.Changes(self.clock.now_ns())
+        starting = self._fill(ch, limit)
+        if starting:
+            self.spawn(self._launch(ch, starting), "launch")
+        if len(starting) >= limit and self.ready and not self.capacity.full:
+            self._chunk = min(2 * limit, MAX_CHUNK)  # the rest on the next turn of the loop
+            self._dispatch_soon()
+        else:
+            self._chunk = FIRST_CHUNK
+
+    def _fill(self, ch: q.Changes, limit: int, look_ahead: bool = True) -> list[LiveAttempt]:
+        """Begin up to ``limit`` ready tasks that fit, in ``ch``; they start once it is stored.
+
+        Without ``look_ahead`` it stops at the first task that cannot start now, rather than
+        looking behind it for one that could (which ``_dispatch`` does).
+        """
+        self._stalled = False
         starting: list[LiveAttempt] = []
         passed: list[TaskNode] = []
         reserved = None  # the job that waited too long: what others must leave room for
         clock = self.clock.time()
-        while self.ready and not self.capacity.full and len(passed) < 256:
+        while self.ready and not self.capacity.full and len(passed) < 256 and len(starting) < limit:
             task = self.ready.popleft()
             if task.state is not TaskState.READY or task.live is not None:
                 continue  # a stale entry: killed or started since it was queued
@@ -63,6 +92,10 @@ class Attempts:
             if task.run.id in self._repairing:
                 passed.append(task)  # not now; if its run is replaced, the entry goes with it
                 continue
+            if not look_ahead and self.capacity.no_slot(task.job):
+                self._stalled = True  # nothing of its pool can start: no need to look further
+                passed.append(task)
+                break
             if not self.capacity.fits(task.job, reserved):
                 passed.append(task)  # let smaller jobs behind it go first, for a while
                 if task.passed_since is None:
@@ -74,8 +107,7 @@ class Attempts:
             starting.append(self._begin(task, ch))
         self.ready.extendleft(reversed(passed))
         self.metrics.queue_depth = len(self.ready)
-        if starting:
-            self.spawn(self._launch(ch, starting), "launch")
+        return starting
 
     def _release(self, runner: str) -> None:
         """The runner's backend is back: its held tasks go first, in their old order."""
@@ -124,14 +156,20 @@ class Attempts:
         try:
             ids = await self._commit(ch)
         except Exception:
-            # Never written, so never started: give back what they held; the repair of their
-            # runs queues the tasks again.
-            for att in starting:
-                self.capacity.give(att.task.job, att.cpuset)
-                self.live.pop(att.uuid, None)
-                if att.task.live is att:
-                    att.task.live = None
+            self._unbegin(starting)
             return
+        self._watch_all(starting, ids)
+
+    def _unbegin(self, starting: list[LiveAttempt]) -> None:
+        # Never written, so never started: give back what they held; the repair of their
+        # runs queues the tasks again.
+        for att in starting:
+            self.capacity.give(att.task.job, att.cpuset)
+            self.live.pop(att.uuid, None)
+            if att.task.live is att:
+                att.task.live = None
+
+    def _watch_all(self, starting: list[LiveAttempt], ids: list[int]) -> None:
         for att, attempt_id in zip(starting, ids, strict=True):
             att.id = attempt_id
             att.watcher = self.spawn(self.watch(att), f"attempt-{att.uuid}")
@@ -191,20 +229,37 @@ class Attempts:
             return Outcome(AttemptState.START_FAILED, reason=str(exc))
         att.started = started
         at = self.clock.now_ns()
-        ch = q.Changes(at)
-        ch.attempt(att.id, state=AttemptState.RUNNING, started_at=at,
-                   container_id=started.container_id, pid=started.pid,
-                   pid_start=started.pid_start, host=started.host)  # fmt: skip
-        try:
-            await self._commit(ch)
-        except Exception as exc:
-            # The job runs all the same; what was not written goes in with its end.
-            log.warning("could not record an attempt's start", attempt=att.uuid, error=str(exc))
-            att.unwritten = ch.attempts[att.id]
+        cols = dict(state=AttemptState.RUNNING, started_at=at, container_id=started.container_id,
+                    pid=started.pid, pid_start=started.pid_start, host=started.host)  # fmt: skip
+        # Written while the job runs: a short job's end need not wait for it first. Its end is
+        # written after it (the wait below), so the store never sees them out of order.
+        recorded = self._note_start(att.id, cols)
         self._arm_deadline(att, att.task.max_runtime)
         if att.stop_as is not None:  # a kill arrived while it was starting
             self.spawn(runner.kill(att.ctx, started, self.settings.kill_grace), "kill")
-        return await runner.wait(att.ctx, started, sink)
+        try:
+            return await runner.wait(att.ctx, started, sink)
+        finally:
+            try:
+                await asyncio.shield(recorded)  # shared with other starts: never cancel it
+            except Exception as exc:
+                # The job ran all the same; what was not written goes in with its end.
+                log.warning("could not record an attempt's start", attempt=att.uuid,
+                            error=str(exc))  # fmt: skip
+                att.unwritten = cols
+
+    def _note_start(self, attempt_id: int, cols: dict[str, Any]) -> asyncio.Future[Any]:
+        """Write an attempt's start with every other start of this turn of the loop, in one
+        batch: a burst of 1,000 starts is one write, not 1,000 queued before the next chunk."""
+        if self._starts is None:
+            self._starts = q.Changes(self.clock.now_ns())
+            self._starts_written = asyncio.ensure_future(self._write_starts(self._starts))
+        self._starts.attempt(attempt_id, **cols)
+        return self._starts_written
+
+    async def _write_starts(self, ch: q.Changes) -> None:
+        self._starts = None  # from now on (the next turn), starts go in a new batch
+        await self._commit(ch)
 
     async def _adopt(
         self, runner: Runner, att: LiveAttempt, sink: OutputWriter, adopt: dict[str, Any]
@@ -288,12 +343,22 @@ class Attempts:
             return  # the repair decides it on the rebuilt run
         ch = q.Changes(ended.at)
         self._decide(att, ended, ch)
+        # What its end made ready (or the slot it freed) starts in the same transaction: a
+        # chain's next task waits for one commit, not two. Atomic, so a child is never
+        # stored as started while its parent's end is not.
+        starting = [] if self._closing else self._fill(ch, FIRST_CHUNK, look_ahead=False)
+        # Whether a dispatch must look behind the queue's head for more (the slot it freed went
+        # unused, or more may fit); a busy queue is not scanned again at each end.
+        more = not (starting and self._stalled and len(starting) < FIRST_CHUNK)
         try:
-            await self._commit(ch)
+            ids = await self._commit(ch)
         except Exception:
+            self._unbegin(starting)
             return
         self._ended.pop(att.uuid, None)
-        self._dispatch_soon()
+        self._watch_all(starting, ids)
+        if more:
+            self._dispatch_soon()
 
     def _decide(self, att: LiveAttempt, ended: Ended, ch: q.Changes) -> None:
         task, outcome, succeeded, now = att.task, ended.outcome, ended.succeeded, ended.at

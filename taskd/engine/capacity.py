@@ -98,6 +98,11 @@ class Pools(Capacity):
     def full(self) -> bool:
         return self.used_slots >= self.slots and all(p.full for p in self.pools.values())
 
+    def no_slot(self, job: JobSpec) -> bool:
+        """Every slot of the pool the job would run in is taken."""
+        pool = self.pools.get(job.runner)
+        return pool.full if pool is not None else self.used_slots >= self.slots
+
     def fits(self, job: JobSpec, reserved: JobSpec | None = None) -> bool:
         pool = self.pools.get(job.runner)
         if reserved is not None and self.pools.get(reserved.runner) is not pool:

@@ -3,11 +3,12 @@
 taskd runs this file once, as its own small process (``python -I -S supervise.py FD``; it
 imports nothing but the standard library, so it starts without loading taskd). Over the
 socket ``FD`` taskd sends one request per attempt, with the write ends of the job's stdout,
-stderr and status pipes attached. For each request the supervisor forks a *shim*, which:
+stderr and status pipes attached. Each request goes to a *shim* (forked one request ahead,
+so a start does not wait for the fork), which:
 
 - becomes a child subreaper, so every process the job starts stays below it, even one that
   double-forks or calls ``setsid`` (an orphan is re-parented to the shim, not to init);
-- forks the job's main process (its own session, optionally as another user) and reports
+- starts the job's main process (its own session, optionally as another user) and reports
   ``started <shim pid> <main pid>`` on the status pipe, or ``error <why>`` if it could not;
 - forwards SIGTERM to every descendant, and on SIGUSR1 kills every descendant;
 - when the main process exits, kills whatever descendants are left, reaps them all, and only
@@ -30,9 +31,11 @@ import struct
 import sys
 import tempfile
 import time
+from array import array
 
 PR_SET_CHILD_SUBREAPER = 36
 HEADER = struct.Struct("!I")
+LIBC = ctypes.CDLL(None, use_errno=True)  # once, not in every shim
 TEARDOWN_LIMIT = 30.0  # seconds; a process stuck in the kernel cannot hold a report forever
 
 
@@ -111,6 +114,32 @@ def exec_main(req: dict, fds: list[int], home: str | None, errw: int) -> None:
         os._exit(127)
 
 
+def spawn_plain(req: dict, fds: list[int]) -> int | None:
+    """Start the main process of a job with no user or directory of its own; None if it fails.
+
+    posix_spawn does not copy the shim's memory as fork does, so it is about twice as fast;
+    it sets up what ``exec_main`` does for such a job (own session, default signals, the
+    pipes on 1 and 2). On any failure the caller takes the fork path, which reports the
+    error as it always has.
+    """
+    argv, env = req["argv"], req["env"]
+    path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
+    if not path:
+        return None
+    try:
+        return os.posix_spawn(
+            path, argv, env, setsid=True,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, fds[0], 1),
+                (os.POSIX_SPAWN_DUP2, fds[1], 2),
+            ],
+        )  # fmt: skip
+    except OSError:
+        return None
+
+
 def run_shim(req: dict, fds: list[int]) -> None:
     """The shim of one attempt (a forked child of the supervisor). Never returns."""
     status = fds[2]
@@ -129,27 +158,28 @@ def run_shim(req: dict, fds: list[int]) -> None:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)  # the shim prints nothing; nor does it hold taskd's log open
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        if LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
         user = req.get("user")
         if user:
             # A private, empty home: the user's own may not exist (nobody's does not).
             home = tempfile.mkdtemp(prefix="taskd-job-")
             os.chown(home, user["uid"], user["gid"])
-        errr, errw = os.pipe()  # close-on-exec: EOF means the exec worked
-        main = os.fork()
-        if main == 0:
-            exec_main(req, fds, home, errw)
-        os.close(errw)
-        error = b""
-        while chunk := os.read(errr, 4096):
-            error += chunk
-        os.close(errr)
-        if error:
-            os.waitpid(main, 0)
-            report("error cannot start " + error.decode(errors="replace").replace("\n", " "))
-            return
+        main = None if user or req.get("cwd") else spawn_plain(req, fds)
+        if main is None:
+            errr, errw = os.pipe()  # close-on-exec: EOF means the exec worked
+            main = os.fork()
+            if main == 0:
+                exec_main(req, fds, home, errw)
+            os.close(errw)
+            error = b""
+            while chunk := os.read(errr, 4096):
+                error += chunk
+            os.close(errr)
+            if error:
+                os.waitpid(main, 0)
+                report("error cannot start " + error.decode(errors="replace").replace("\n", " "))
+                return
         signal.signal(signal.SIGTERM, lambda *_: signal_all(descendants(me), signal.SIGTERM))
         signal.signal(signal.SIGUSR1, lambda *_: signal_all(descendants(me), signal.SIGKILL))
         report(f"started {me} {main}")
@@ -217,20 +247,66 @@ def receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
     return json.loads(body), fds
 
 
+def fork_spare(sock: socket.socket) -> socket.socket | None:
+    """A shim forked before its request comes, so an attempt's start does not wait for a fork.
+
+    It waits on its own socket for one request; at EOF (the supervisor ended) it exits.
+    Returns the supervisor's end of that socket, or None if it could not fork.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        try:
+            sock.close()  # only taskd and the supervisor may hold the request socket
+            ours.close()
+            got = receive(theirs)
+            theirs.close()
+        except BaseException:
+            os._exit(0)
+        if got is None or len(got[1]) != 3:
+            os._exit(0)
+        run_shim(*got)
+    theirs.close()
+    return ours
+
+
+def hand_over(spare: socket.socket, req: dict, fds: list[int]) -> bool:
+    """Pass a request to a spare shim; False if it is gone (then fork one as before)."""
+    data = json.dumps(req).encode()
+    frame = HEADER.pack(len(data)) + data
+    try:
+        sent = spare.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array("i", fds))])
+        if sent < len(frame):
+            spare.sendall(frame[sent:])
+        return True
+    except OSError:
+        return False
+    finally:
+        spare.close()
+
+
 def serve(sock: socket.socket) -> None:
-    """Fork a shim per request until taskd goes away."""
+    """Give each request to a shim until taskd goes away."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims are reaped by the kernel
+    spare = fork_spare(sock)
     while (got := receive(sock)) is not None:
         req, fds = got
         if len(fds) != 3:
             for fd in fds:
                 os.close(fd)
             continue
-        if os.fork() == 0:
-            sock.close()  # only taskd and the supervisor may hold the request socket
+        if (spare is None or not hand_over(spare, req, fds)) and os.fork() == 0:
+            sock.close()
             run_shim(req, fds)
         for fd in fds:
             os.close(fd)
+        # The next shim is forked now, while this one starts its job (not on the next start).
+        spare = fork_spare(sock)
 
 
 if __name__ == "__main__":

@@ -261,3 +261,44 @@ def test_an_unknown_local_user_is_refused(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2
     assert "no user named 'no-such-user-here'" in done.stderr
+
+
+async def test_a_command_is_found_on_the_jobs_own_path_and_a_missing_one_fails_to_start(
+    settings, shared
+):
+    """argv jobs are looked up on the PATH of the job's environment, as exec does."""
+    tools = shared / "tools"
+    tools.mkdir()
+    (tools / "only-here").write_text('#!/bin/sh\necho found "$@"; cat\n')
+    (tools / "only-here").chmod(0o755)
+    path = f"{tools}:{os.environ.get('PATH', os.defpath)}"
+    found = JobSpec(runner="local", command=("only-here", "it"), env=(("PATH", path),))
+    missing = JobSpec(runner="local", command=("only-here",))
+    async with engine_with(settings) as svc:
+        ok = await svc.engine.submit(plan(TaskTemplate("found", found)))
+        bad = await svc.engine.submit(plan(TaskTemplate("missing", missing)))
+        await asyncio.wait_for(asyncio.gather(ok.done.wait(), bad.done.wait()), 30)
+        [good] = await attempts(svc, ok.id)
+        [failed] = await attempts(svc, bad.id)
+    assert (good["state"], good["exit_code"]) == ("exited", 0), good  # stdin was empty
+    assert failed["state"] == "start_failed" and "only-here" in failed["reason"], failed
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def test_jobs_still_start_when_the_spare_shim_is_gone(settings):
+    """The supervisor keeps a shim ready for the next job; if it dies, the job starts anyway."""
+    job = JobSpec(runner="local", command=("/bin/true",))
+    async with engine_with(settings) as svc:
+        first = await svc.engine.submit(plan(TaskTemplate("first", job)))
+        await asyncio.wait_for(first.done.wait(), 30)
+        supervisor = svc.engine.runners["local"]._supervisor.proc.pid
+        spares = children_of(supervisor)
+        assert spares  # idle now: the only child is the spare
+        for pid in spares:
+            os.kill(pid, 9)
+        second = await svc.engine.submit(plan(TaskTemplate("second", job)))
+        await asyncio.wait_for(second.done.wait(), 30)
+    assert (first.state, second.state) == (RunState.SUCCEEDED, RunState.SUCCEEDED)
