@@ -121,9 +121,9 @@ def run(quick: bool) -> list[Row]:
         calm = asyncio.run(measure(Path(tmp) / "steady.db", chains(WIDTH, length), 2.0))
     base = {"raw_commit_p50_ms": pct(commits, 50), "raw_commit_p99_ms": pct(commits, 99)}
     rows = []
-    for key, what, lat, bounds in (
-        ("burst", f"{WIDTH:,} tasks ready at once", hot, (250, 500)),
-        ("steady", f"{WIDTH:,} active chains", calm, (None, None)),
+    for key, what, lat, bounds, p50_target in (
+        ("burst", f"{WIDTH:,} tasks ready at once", hot, (250, 500), 15),
+        ("steady", f"{WIDTH:,} active chains", calm, (None, None), 5),
     ):
         detail = {
             **base,
@@ -141,7 +141,7 @@ def run(quick: bool) -> list[Row]:
                 f"scheduling latency p50, {what}",
                 pct(lat, 50),
                 "ms",
-                5,
+                p50_target,  # the issue's: 15 ms for a burst, 5 ms for steady work
                 "<=",
                 baseline=pct(commits, 50),
                 baseline_unit="ms",

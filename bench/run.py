@@ -32,6 +32,7 @@ BENCHMARKS = {
     "startup": ("bench.startup", "run"),
     "http": ("bench.http_ready", "run"),
     "local": ("bench.local_tasks", "run"),
+    "trigger": ("bench.trigger", "run"),
     "latency": ("bench.latency", "run"),
     "docker": ("bench.docker_tasks", "run"),
     "swarm": ("bench.swarm_tasks", "run"),
