@@ -16,9 +16,11 @@ straddles the target. The row is met only when the interval's upper end is withi
 target, missed when its lower end is beyond it, and unsettled otherwise.
 
 Engine API calls are counted at the client: every HTTP request an ``aiodocker`` client sends
-goes through ``Docker._do_query``, which the benchmark wraps to count per client. For taskd
-that is the docker runner's client over the whole batch (start-up sweep, version check and
-any pings included, so calls shared by all tasks count once divided by the tasks).
+goes through ``Docker._do_query``, which the benchmark wraps to count per client and endpoint.
+For taskd that is the docker runner's client from the run's submission to the last removal,
+divided by the tasks (calls shared by all tasks count once divided by the tasks); what taskd
+does once when it starts (the recovery sweep, the client's API version check) is counted
+apart. For raw, the client's API version checks are left out likewise.
 """
 
 from __future__ import annotations
@@ -51,13 +53,18 @@ BOOTSTRAP = 2000
 
 
 @contextlib.contextmanager
-def counting_calls() -> Iterator[Counter[int]]:
-    """Count the HTTP requests of every aiodocker client, by ``id()`` of the client."""
-    calls: Counter[int] = Counter()
+def counting_calls() -> Iterator[Counter[tuple[int, str]]]:
+    """Count the HTTP requests of every aiodocker client, by ``id()`` of the client and
+    endpoint ("POST containers/{id}/wait")."""
+    calls: Counter[tuple[int, str]] = Counter()
     original = aiodocker.Docker._do_query
 
     async def counted(client: aiodocker.Docker, *args, **kwargs):  # the benchmark's probe
-        calls[id(client)] += 1
+        path = str(kwargs.get("path", args[0] if args else ""))
+        parts = path.split("/")
+        if len(parts) > 1 and parts[0] == "containers" and parts[1] not in ("create", "json"):
+            parts[1] = "{id}"
+        calls[id(client), f"{kwargs.get('method', 'GET')} {'/'.join(parts)}"] += 1
         return await original(client, *args, **kwargs)
 
     aiodocker.Docker._do_query = counted  # type: ignore[method-assign]
@@ -68,9 +75,10 @@ def counting_calls() -> Iterator[Counter[int]]:
 
 
 async def raw(
-    n: int, concurrency: int, mark: str, calls: list[int] | None = None
+    n: int, concurrency: int, mark: str, calls: Counter[str] | None = None
 ) -> tuple[float, list[float]]:
-    """Containers/s and per-container seconds of create/start/wait/remove."""
+    """Containers/s and per-container seconds of create/start/wait/remove; ``calls`` adds up
+    the client's requests by endpoint."""
     todo = iter(range(n))
     spans: list[float] = []
     config = {
@@ -97,7 +105,7 @@ async def raw(
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             rate = n / (time.perf_counter() - t0)
             if calls is not None:
-                calls.append(counts[id(docker)])
+                calls.update({k: v for (c, k), v in counts.items() if c == id(docker)})
     return rate, spans
 
 
@@ -108,22 +116,28 @@ async def through_taskd(
     runner_name: str = "docker",
     seconds_per_job: float = 5,
     remove: Callable[[str], None] = remove_labelled,
-    calls: list[int] | None = None,
+    calls: Counter[str] | None = None,
 ) -> tuple[float, list[float]]:
     """n ``true`` jobs on ``runner_name`` through taskd's engine: the rate, and each job's time
     from its attempt's creation to the removal of what ran it. Also serves the swarm row.
 
-    With ``calls``, the number of Engine API requests the docker runner's client made over
-    the whole batch is appended to it."""
+    ``calls`` adds up the docker runner's Engine API requests by endpoint, those of taskd's
+    start-up as "start-up: <endpoint>"."""
     with counting_calls() as counts:
         svc = await Services.open(settings(db, max_parallel=concurrency))
         runner = svc.engine.runners[runner_name]
         try:
             await svc.engine.start()
             await svc.scheduler.start()
+            client = id(getattr(runner, "_docker", None))
+            startup = {k: v for (c, k), v in counts.items() if c == client}
             rate, spans = await _batch(svc, runner, n, runner_name, seconds_per_job)
             if calls is not None:
-                calls.append(counts[id(getattr(runner, "_docker", None))])
+                client = id(getattr(runner, "_docker", None))  # made on first use
+                for (c, k), v in counts.items():
+                    if c == client and v > startup.get(k, 0):
+                        calls[k] += v - startup.get(k, 0)
+                calls.update({f"start-up: {k}": v for k, v in startup.items()})
             return rate, spans
         finally:
             await close_services(svc)
@@ -181,6 +195,12 @@ def bootstrap_ci(rounds: list[Round], draws: int = BOOTSTRAP) -> tuple[float, fl
     return figures[int(0.025 * draws)], figures[min(draws - 1, int(0.975 * draws))]
 
 
+def per_task(calls: Counter[str], n: int) -> float:
+    """Calls per task, leaving out the once-per-process ones (start-up, API version)."""
+    once = [k for k in calls if k.startswith("start-up: ") or k == "GET version"]
+    return sum(v for k, v in calls.items() if k not in once) / n
+
+
 class SettledRow(Row):
     """A row met only when its whole confidence interval is within the target."""
 
@@ -199,8 +219,8 @@ def measure(batch: int, min_rounds: int, max_rounds: int, tmp: Path) -> dict:
     target."""
     mark = secrets.token_hex(4)  # this run's raw containers, and no one else's
     rounds: list[Round] = []
-    raw_calls: list[int] = []
-    taskd_calls: list[int] = []
+    raw_calls: Counter[str] = Counter()
+    taskd_calls: Counter[str] = Counter()
     try:
         asyncio.run(raw(CONCURRENCY, CONCURRENCY, mark))  # warm the engine up
         while len(rounds) < max_rounds:
@@ -259,12 +279,12 @@ def run(quick: bool) -> list[Row]:
         "raw_p99_ms": pct(base, 99) * 1000,
         "ci95_ms": (low, high),
         "round_added_ms": [added_ms([r]) for r in rounds],
-        "taskd_calls_per_task": sum(got["taskd_calls"]) / n,
-        "raw_calls_per_container": sum(got["raw_calls"]) / n,
+        "taskd_calls_per_task": per_task(got["taskd_calls"], n),
+        "raw_calls_per_container": per_task(got["raw_calls"], n),
     }
     calls_detail = {
-        "taskd_calls": got["taskd_calls"],
-        "raw_calls": got["raw_calls"],
+        "taskd_calls": dict(got["taskd_calls"]),
+        "raw_calls": dict(got["raw_calls"]),
         "tasks": n,
     }
     return [
