@@ -32,7 +32,13 @@ from taskd.runners.base import (
 )
 from taskd.runners.containerspec import container_config
 from taskd.runners.dockercontrol import ContainerControl
-from taskd.runners.dockerengine import API_ERRORS, EngineHealth, is_missing, unreachable
+from taskd.runners.dockerengine import (
+    API_ERRORS,
+    EngineHealth,
+    is_missing,
+    unreachable,
+    wait_result,
+)
 from taskd.runners.dockerlogs import RETRY_DELAY, WAIT_RETRIES, ContainerLogs, unix_time
 
 log = structlog.get_logger("taskd.docker")
@@ -324,7 +330,7 @@ class DockerRunner(ContainerControl, Runner):
             while True:
                 try:
                     async with self._request(f"containers/{container_id}/wait", "POST") as resp:
-                        waited = json.loads(await resp.read())
+                        body = await resp.read()
                     break
                 except API_ERRORS as exc:
                     if is_missing(exc):
@@ -355,11 +361,8 @@ class DockerRunner(ContainerControl, Runner):
             with contextlib.suppress(*API_ERRORS, ValueError):
                 await (logs.catch_up() if complete else logs.read_all())
 
-            code = waited.get("StatusCode")
-            state: Mapping[str, Any] = {
-                "ExitCode": code,
-                "Error": (waited.get("Error") or {}).get("Message") or "",
-            }
+            code, error_text = wait_result(body)
+            state: Mapping[str, Any] = {"ExitCode": code, "Error": error_text}
             # The wait tells the exit status; only a failure (was it the engine's doing?) or a
             # memory limit (was it hit?) needs the container's full state.
             if code != 0 or ctx.job.memory_mb > 0:
