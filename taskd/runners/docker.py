@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -23,7 +22,6 @@ from taskd.log import get_logger
 from taskd.models import AttemptState, Outcome
 from taskd.runners import callbackurl
 from taskd.runners.base import (
-    STREAMS,
     AttemptContext,
     EngineUnavailable,
     OutputSink,
@@ -33,8 +31,15 @@ from taskd.runners.base import (
     register,
 )
 from taskd.runners.containerspec import container_config
-from taskd.runners.dockerengine import API_ERRORS, EngineHealth, is_missing, unreachable
-from taskd.runners.dockerlogs import RETRY_DELAY, WAIT_RETRIES, ContainerLog, unix_time
+from taskd.runners.dockercontrol import ContainerControl
+from taskd.runners.dockerengine import (
+    API_ERRORS,
+    EngineHealth,
+    is_missing,
+    unreachable,
+    wait_result,
+)
+from taskd.runners.dockerlogs import RETRY_DELAY, WAIT_RETRIES, ContainerLogs, unix_time
 
 log = get_logger("taskd.docker")
 
@@ -74,7 +79,7 @@ def _describe(exc: BaseException) -> str:
 
 
 @register
-class DockerRunner(Runner):
+class DockerRunner(ContainerControl, Runner):
     """Runs each attempt as a container on the local Docker engine."""
 
     name = "docker"
@@ -100,21 +105,6 @@ class DockerRunner(Runner):
     async def _ping(self) -> None:
         async with self._client()._query("_ping", timeout=_PING_TIMEOUT, versioned_api=False):
             pass
-
-    def _after_outage(self) -> None:
-        if self._unfinished_starts:
-            uuids, self._unfinished_starts = self._unfinished_starts, set()
-            task = asyncio.get_running_loop().create_task(self._remove_unstarted(uuids))
-            # The loop keeps only weak references to tasks.
-            self._removals.add(task)
-            task.add_done_callback(self._removals.discard)
-
-    async def _remove_unstarted(self, uuids: set[str]) -> None:
-        for attempt_uuid in uuids:
-            with contextlib.suppress(*API_ERRORS):
-                found = await self._find(attempt_uuid)
-                if found is not None:
-                    await self._remove(found)
 
     async def _engine(self, exc: BaseException) -> bool:
         """True when the engine is unreachable: ``exc`` is no answer and a ping fails too.
@@ -158,7 +148,7 @@ class DockerRunner(Runner):
     # -- start -------------------------------------------------------------------------
 
     async def start(self, ctx: AttemptContext) -> Started:
-        """Create and start the attempt's container, pulling its image first if needed."""
+        """Create and start the attempt's container, pulling its image if the engine lacks it."""
         job = ctx.job
         if not job.image:
             raise StartFailed("a docker job needs an image")
@@ -166,7 +156,6 @@ class DockerRunner(Runner):
             raise EngineUnavailable("the Docker engine is unreachable")
         outages = self.health.outages
         docker = self._client()
-        await self._ensure_image(job.image, job.pull_timeout)
         try:
             network = await self._network_mode()
             url = await self.callbacks.url_for(docker, network)
@@ -177,9 +166,7 @@ class DockerRunner(Runner):
 
         container: DockerContainer | None = None
         try:
-            container = await docker.containers.create(
-                container_config(ctx, self.instance, network, url), name=ctx.name or None
-            )
+            container = await self._create(ctx, container_config(ctx, self.instance, network, url))
             await container.start()
         except BaseException as exc:
             # Whatever went wrong (cancellation included), leave no half-made container behind.
@@ -199,6 +186,19 @@ class DockerRunner(Runner):
                 ) from exc
             raise
         return Started(container_id=container.id, host=self.settings.hostname)
+
+    async def _create(self, ctx: AttemptContext, config: dict[str, Any]) -> DockerContainer:
+        """Create the container; its image is looked at (and pulled) only when the engine
+        answers that something is missing, which spares a request per start."""
+        containers, name = self._client().containers, ctx.name or None
+        try:
+            return await containers.create(config, name=name)
+        except aiodocker.DockerError as exc:
+            if not is_missing(exc):
+                raise
+        # The image is missing (or the network: then the second create says so).
+        await self._ensure_image(ctx.job.image, ctx.job.pull_timeout)
+        return await containers.create(config, name=name)
 
     async def _ensure_image(self, image: str, pull_timeout: float) -> None:
         try:
@@ -318,8 +318,9 @@ class DockerRunner(Runner):
         settle: bool = True,
     ) -> Outcome:
         container = self._client().containers.container(container_id)
-        logs = [ContainerLog(self, container_id, s, sink, max(0, skip.get(s, 0))) for s in STREAMS]
-        pumps = [asyncio.create_task(log.follow()) for log in logs]
+        logs = ContainerLogs(self, container_id, sink, skip)
+        exited = asyncio.Event()  # set once the engine's wait returned
+        pump = asyncio.create_task(logs.follow(exited))
         interrupted = False  # the engine went away while the container ran
         if outages is None:
             outages = self.health.outages
@@ -329,7 +330,7 @@ class DockerRunner(Runner):
             while True:
                 try:
                     async with self._request(f"containers/{container_id}/wait", "POST") as resp:
-                        await resp.read()
+                        body = await resp.read()
                     break
                 except API_ERRORS as exc:
                     if is_missing(exc):
@@ -344,30 +345,34 @@ class DockerRunner(Runner):
                     return _lost(f"lost track of container {container_id}: {_describe(error)}")
                 await asyncio.sleep(RETRY_DELAY)
 
-            # The follows end once the container stopped; give them time while they progress.
+            exited.set()
+            # The follow ends once the container stopped; give it time while it progresses.
             while True:
-                marks = [log.position for log in logs]
-                _, pending = await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT)
-                if not pending or marks == [log.position for log in logs]:
+                mark = logs.position
+                _, pending = await asyncio.wait([pump], timeout=DRAIN_TIMEOUT)
+                if not pending or mark == logs.position:
                     break
-            complete = [p.done() and not p.cancelled() and not p.exception() for p in pumps]
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            for ok, log in zip(complete, logs, strict=True):
-                # A follow can end before the engine wrote the container's last fragment (an
-                # unterminated last line): read on from the last entry seen. A stream that
-                # stalled or broke is read again in full.
-                with contextlib.suppress(*API_ERRORS, ValueError):
-                    await (log.catch_up() if ok else log.read_all())
+            complete = pump.done() and not pump.cancelled() and not pump.exception()
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            # The engine's follow can end before it delivered the container's last entries:
+            # read on from the last entries seen. Streams that stalled or broke are read again
+            # in full.
+            with contextlib.suppress(*API_ERRORS, ValueError):
+                await (logs.catch_up() if complete else logs.read_all())
 
-            try:
-                info = await self._through_outages(container.show)
-            except API_ERRORS as exc:
-                if is_missing(exc):
-                    return _lost(f"container {container_id} gone", blameless=interrupted)
-                return _lost(f"cannot inspect container {container_id}: {_describe(exc)}")
-            state = info["State"]
+            code, error_text = wait_result(body)
+            state: Mapping[str, Any] = {"ExitCode": code, "Error": error_text}
+            # The wait tells the exit status; only a failure (was it the engine's doing?) or a
+            # memory limit (was it hit?) needs the container's full state.
+            if code != 0 or ctx.job.memory_mb > 0:
+                try:
+                    info = await self._through_outages(container.show)
+                except API_ERRORS as exc:
+                    if is_missing(exc):
+                        return _lost(f"container {container_id} gone", blameless=interrupted)
+                    return _lost(f"cannot inspect container {container_id}: {_describe(exc)}")
+                state = info["State"]
             if container_id not in self._stopping and await self._ended_by_engine(
                 state, interrupted, outages, settle
             ):
@@ -380,9 +385,8 @@ class DockerRunner(Runner):
             return self._outcome(ctx, state)
         finally:
             self._stopping.discard(container_id)
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
 
     async def _ended_by_engine(
         self, state: Mapping[str, Any], interrupted: bool, outages: int, settle: bool
@@ -443,82 +447,6 @@ class DockerRunner(Runner):
         elif state.get("Error"):
             reason = str(state["Error"])
         return Outcome(AttemptState.EXITED, exit_code=state.get("ExitCode"), oom=oom, reason=reason)
-
-    # -- kill / cleanup / sweep --------------------------------------------------------
-
-    async def kill(self, ctx: AttemptContext, started: Started, grace: float) -> None:
-        """Send SIGTERM, and SIGKILL after ``grace`` seconds; a gone container is fine.
-
-        Waits for an unreachable engine to come back. The request has no total time limit:
-        the engine answers only once the container stopped, up to ``grace`` seconds later.
-        """
-        container_id = started.container_id or await self._through_outages(
-            lambda: self._find(ctx.attempt_uuid)
-        )
-        if container_id is None:
-            return
-        self._stopping.add(container_id)
-        params = {"t": str(max(0, math.ceil(grace)))}
-
-        async def stop() -> None:
-            async with self._client()._query(
-                f"containers/{container_id}/stop", "POST", params=params, timeout=_LONG_TIMEOUT
-            ):
-                pass
-
-        try:
-            await self._through_outages(stop)
-        except aiodocker.DockerError as exc:
-            if exc.status not in (304, 404, 409):
-                raise
-
-    async def cleanup(self, ctx: AttemptContext, started: Started) -> None:
-        """Remove the container unless settings keep them; a gone container is fine."""
-        if self.settings.docker_keep_containers:
-            return
-        container_id = started.container_id or await self._through_outages(
-            lambda: self._find(ctx.attempt_uuid)
-        )
-        if container_id is not None:
-            await self._through_outages(lambda: self._remove(container_id))
-
-    async def sweep(self, instance: str, known: set[str]) -> list[str]:
-        """Remove this instance's containers whose attempt is not in ``known``."""
-        removed = []
-        for info in await self._list({"taskd.instance": instance}):
-            labels = info["Labels"] or {}
-            # The engine filtered on the label already; check again before destroying anything.
-            if labels.get("taskd.instance") != instance or labels.get("taskd.attempt") in known:
-                continue
-            container = self._client().containers.container(info["Id"])
-            with contextlib.suppress(*API_ERRORS):
-                await container.stop(t=0)
-            if await self._remove(info["Id"]):
-                removed.append(info["Id"])
-        return removed
-
-    async def _remove(self, container_id: str) -> bool:
-        """Force-remove a container; False when it was already gone."""
-        container = self._client().containers.container(container_id)
-        try:
-            await container.delete(force=True)
-        except aiodocker.DockerError as exc:
-            # 409: a removal is already in progress.
-            if exc.status in (404, 409):
-                return False
-            raise
-        return True
-
-    async def _find(self, attempt_uuid: str) -> str | None:
-        """The id of this instance's container for an attempt, preferring a started one."""
-        found = await self._list({"taskd.instance": self.instance, "taskd.attempt": attempt_uuid})
-        found.sort(key=lambda c: c.get("State") == "created")
-        return found[0]["Id"] if found else None
-
-    async def _list(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        containers = await self._client().containers.list(all=True, filters=json.dumps(filters))
-        return [{"Id": c["Id"], "State": c["State"], "Labels": c["Labels"]} for c in containers]
 
 
 def _finished_at(state: Mapping[str, Any]) -> float | None:

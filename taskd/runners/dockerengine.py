@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +47,16 @@ def unreachable(exc: BaseException) -> bool:
     if isinstance(exc, aiodocker.DockerError):
         return exc.status == _NO_CONNECTION
     return isinstance(exc, (aiohttp.ClientError, OSError, asyncio.TimeoutError))
+
+
+def wait_result(body: bytes) -> tuple[int | None, str]:
+    """The exit status and error of the engine's answer to a wait; None when unreadable
+    (the container's state is then looked at instead)."""
+    try:
+        doc = json.loads(body)
+        return int(doc["StatusCode"]), str((doc.get("Error") or {}).get("Message") or "")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None, ""
 
 
 class EngineHealth:
