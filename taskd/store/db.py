@@ -319,11 +319,8 @@ class Store:
         """Copy what the WAL holds into the database file, beside the writer (PASSIVE: it
         waits for no one and holds no lock a write needs)."""
         try:
-            if self._checkpoint_conn is None:  # mode=rw: never create a file that went away
-                uri = f"{self.path.absolute().as_uri()}?mode=rw"
-                self._checkpoint_conn = sqlite3.connect(
-                    uri, uri=True, isolation_level=None, check_same_thread=False
-                )
+            if self._checkpoint_conn is None:
+                self._checkpoint_conn = connect(self.path)
             self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:  # the writer's fallback checkpoints still bound the WAL
             log.warning("checkpoint failed", error=str(exc))
