@@ -45,12 +45,6 @@ WRITE_HOOK: ContextVar[Callable[[Callable[..., Any]], Callable[..., Any]] | None
 MAX_BATCH = 2000
 # A transaction holding the write lock longer than this is logged: it delays every other write.
 SLOW_WRITE = 0.1
-# Checkpoints (copying the WAL into the database file) run on their own thread and connection,
-# at most this often while writes come in: run by the committing writer, as SQLite does by
-# default, one took 100-350 ms of a write transaction's time on a busy store.
-CHECKPOINT_EVERY = 1.0
-# The writer checkpoints by itself only if the WAL grows past this many pages (40 MB) anyway.
-FALLBACK_CHECKPOINT_PAGES = 10_000
 
 
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
@@ -117,10 +111,6 @@ class Store:
     def __init__(self, path: str | Path, *, readers: int = 2) -> None:
         self.path = Path(path)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskd-writer")
-        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="taskd-checkpoint")
-        self._checkpoint_conn: sqlite3.Connection | None = None
-        self._checkpointing = False
-        self._last_checkpoint = 0.0
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="taskd-reader")
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -150,7 +140,6 @@ class Store:
     def _open_writer(self) -> sqlite3.Connection:
         secure_files(self.path)
         conn = connect(self.path)
-        conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
         migrate(conn)
         st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
@@ -184,9 +173,6 @@ class Store:
         if self._flush_task is not None:
             await self._flush_task
         loop = asyncio.get_running_loop()
-        self._checkpointer.shutdown(wait=True)
-        if self._checkpoint_conn is not None:
-            self._checkpoint_conn.close()
         if self._wconn is not None:
             await loop.run_in_executor(self._writer, self._wconn.close)
         self._readers.shutdown(wait=True)
@@ -304,28 +290,12 @@ class Store:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        done = time.monotonic()
-        if not self._checkpointing and done - self._last_checkpoint >= CHECKPOINT_EVERY:
-            self._checkpointing, self._last_checkpoint = True, done
-            self._checkpointer.submit(self._checkpoint)
-        held = done - began
+        held = time.monotonic() - began
         if held > SLOW_WRITE:
             log.warning("slow write held the writer", seconds=round(held, 3), writes=len(batch),
                         slowest=getattr(slowest, "__qualname__", repr(slowest)),
                         slowest_seconds=round(slowest_took, 3))  # fmt: skip
         return outcomes
-
-    def _checkpoint(self) -> None:
-        """Copy what the WAL holds into the database file, beside the writer (PASSIVE: it
-        waits for no one and holds no lock a write needs)."""
-        try:
-            if self._checkpoint_conn is None:
-                self._checkpoint_conn = connect(self.path)
-            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:  # the writer's fallback checkpoints still bound the WAL
-            log.warning("checkpoint failed", error=str(exc))
-        finally:
-            self._checkpointing = False
 
     # -- maintenance ------------------------------------------------------------------------
 
