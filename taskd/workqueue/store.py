@@ -117,6 +117,13 @@ def task_by_id(db: sqlite3.Connection, task: int) -> sqlite3.Row | None:
     return db.execute(f"SELECT {TASK_COLUMNS} FROM queue_tasks WHERE id = ?", (task,)).fetchone()
 
 
+def tasks_by_ids(db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
+    """The tasks of ``ids`` that exist, by id (at most a batch's worth: one query)."""
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(f"SELECT {TASK_COLUMNS} FROM queue_tasks WHERE id IN ({marks})", ids)
+    return {row["id"]: row for row in rows}
+
+
 # -- releasing --------------------------------------------------------------------------------
 
 
