@@ -240,8 +240,7 @@ class QueueService:
     def submit_tx(
         self, db: sqlite3.Connection, worker: int, pid: int, tasks: list[NewTask]
     ) -> None:
-        project = qp.project_by_id(db, pid)
-        access = qp.access_of(db, pid, worker) if project is not None else None
+        project, access = qp.project_and_access(db, pid, worker)
         if project is None or not _visible(project, access):
             raise NotFound("Project not found")
         if not _granted(access, "submit"):

@@ -25,19 +25,29 @@ TASK_COLUMNS = (
 
 # -- submitting -------------------------------------------------------------------------------
 
+INSERT_TASK = (
+    "INSERT INTO queue_tasks (project, priority, max_retries, max_assign_time, "
+    "verification_count, hash64, recipe, submitted_by, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 
 def insert_tasks(
     db: sqlite3.Connection, project: int, rows: Sequence[TaskRow], worker: int, now: int
 ) -> int | None:
     """Insert every row or none; return None, or the index of the first duplicate hash."""
+    if len(rows) == 1:
+        # One statement is atomic by itself: no savepoint to undo the rows before a duplicate.
+        try:
+            db.execute(INSERT_TASK, (project, *rows[0], worker, now))
+        except sqlite3.IntegrityError:
+            if first_duplicate(db, project, [rows[0][4]]) is None:
+                raise
+            return 0
+        return None
     db.execute("SAVEPOINT insert_tasks")
     try:
-        db.executemany(
-            "INSERT INTO queue_tasks (project, priority, max_retries, max_assign_time, "
-            "verification_count, hash64, recipe, submitted_by, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(project, *row, worker, now) for row in rows],
-        )
+        db.executemany(INSERT_TASK, [(project, *row, worker, now) for row in rows])
     except sqlite3.IntegrityError:
         # The only constraint a validated row can break is the hash index: find which row.
         db.execute("ROLLBACK TO insert_tasks")
