@@ -251,7 +251,7 @@ class Store:
 
     # A batch goes to the writer thread, whose last act is to hand the outcomes back to the
     # loop (``_answer``); the loop then sends the next batch, if writes came meanwhile. No
-    # task or chained future in between: on a lone write that hop is most of taskd's own work.
+    # task or chained future in between: fewer objects and loop turns on every write's path.
 
     def _submit(self) -> None:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
