@@ -246,7 +246,9 @@ class Store:
         if not self._flushing:
             self._flushing = True
             self._loop = loop
-            self._submit()
+            # Not at once: the writes other callbacks ask for in this turn of the loop join
+            # the same transaction (group commit).
+            loop.call_soon(self._submit)
         return fut
 
     # A batch goes to the writer thread, whose last act is to hand the outcomes back to the
