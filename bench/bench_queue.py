@@ -8,6 +8,8 @@ all starting at the same instant:
 - bulk submits/s: tasks a second through ``/task/bulk_submit`` (1,000 per request);
 - lease+release cycles/s: 16 workers draining a project (GET /task/get + POST /task/release);
 - the same with batch leases (``GET /task/get/{project}?count=N``, then N releases), apart;
+- the same with batch leases and one batch release of their N results
+  (``POST /task/bulk_release``), apart;
 - sequential submits/s: one client, one keep-alive connection, one request after the other.
 
 Prints a table and, with ``--json PATH``, writes the figures as JSON.
@@ -40,6 +42,7 @@ TARGETS = {
     "bulk_tasks_per_s": 10_000,
     "cycles_per_s": 1000,
     "batch_cycles_per_s": 6500,
+    "batch_release_cycles_per_s": 6500,
     "sequential_submits_per_s": 4000,
 }
 
@@ -244,6 +247,26 @@ async def _batch_cycles(base, pid, creds, batch, start_at) -> tuple[float, float
     return (*await _timed(base, creds, start_at, len(creds), worker), done)
 
 
+async def _batch_release_cycles(base, pid, creds, batch, start_at) -> tuple[float, float, int]:
+    done = 0
+
+    async def worker(conn):
+        nonlocal done
+        while True:
+            _, reply = await conn.request("GET", f"/task/get/{pid}?count={batch}")
+            if not reply["ok"]:
+                return
+            tasks = reply["content"]["tasks"]
+            body = {"releases": [{"task_id": task["id"], "result": 0} for task in tasks]}
+            _, released = await conn.request(
+                "POST", "/task/bulk_release", json.dumps(body).encode()
+            )
+            assert all(r["updated"] for r in released["content"]["results"]), released
+            done += len(tasks)
+
+    return (*await _timed(base, creds, start_at, len(creds), worker), done)
+
+
 def _run(job: tuple) -> tuple[float, float, int]:
     fn, args = job
     return asyncio.run(fn(*args))
@@ -338,6 +361,18 @@ def run(base: str, args: argparse.Namespace) -> dict:
     assert ops == args.cycles, (ops, args.cycles)
     figures["batch_cycles_per_s"] = ops / secs
     figures["batch"] = args.batch
+
+    pid, creds = asyncio.run(prepare(base, "batch-release", args.workers))
+    asyncio.run(_fill(base, pid, creds[0], args.cycles))
+    start_at = time.time() + 1.0
+    ops, secs = measure(
+        [
+            (_batch_release_cycles, (base, pid, part, args.batch, start_at))
+            for part in split(creds, procs)
+        ]
+    )
+    assert ops == args.cycles, (ops, args.cycles)
+    figures["batch_release_cycles_per_s"] = ops / secs
 
     pid, creds = asyncio.run(prepare(base, "sequential", 1))
     start_at = time.time() + 1.0

@@ -270,7 +270,7 @@ async def body_middleware(
         guard.started(request.protocol)
         return await handler(request)
     timeout = request.app[SETTINGS].body_timeout
-    too_slow = f"the request body did not arrive within {timeout:g} seconds"
+    too_slow = "the request body did not arrive within {:g} seconds"
     if request.content_type == "multipart/form-data":
         # A multipart body is parsed from the stream (it cannot be read ahead); its one reader,
         # Drove's task search, changes nothing, so the whole request gets the body timeout.
@@ -279,12 +279,15 @@ async def body_middleware(
             async with asyncio.timeout(timeout):
                 return await handler(request)
         except TimeoutError:
-            raise RequestTimeout(too_slow) from None
-    try:
-        async with asyncio.timeout(timeout):
-            await request.read()
-    except TimeoutError:
-        raise RequestTimeout(too_slow) from None
+            raise RequestTimeout(too_slow.format(timeout)) from None
+    if request.content.is_eof():
+        await request.read()  # it all came with the head: nothing to wait for, no timer
+    else:
+        try:
+            async with asyncio.timeout(timeout):
+                await request.read()
+        except TimeoutError:
+            raise RequestTimeout(too_slow.format(timeout)) from None
     guard.started(request.protocol)
     return await handler(request)
 

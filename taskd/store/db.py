@@ -8,8 +8,8 @@ Why not one aiosqlite connection: aiosqlite moves every *statement* to its threa
 transaction of ten statements costs ten thread hops, and it has no public way to run a whole
 function there. Here a whole transaction is one hop, and writes that arrive while the writer is
 busy are committed together in the next transaction (group commit): one fsync acknowledges many
-changes, which is what makes durable commits cheap under load. Each write still runs in its own
-SAVEPOINT, so one failing write never takes its neighbours down with it.
+changes, which is what makes durable commits cheap under load. Each write of a batch still runs
+in its own SAVEPOINT, so one failing write never takes its neighbours down with it.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ class Store:
         self._wconn: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
         self._flushing = False
-        self._flush_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop writes are answered on
+        self._drained: asyncio.Future[None] | None = None  # resolved when flushing stops
         self._closed = False
         # Reads and flushes under way, so a drain can wait for the store to be idle.
         self._busy: set[asyncio.Future[Any]] = set()
@@ -170,8 +171,8 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        if self._flush_task is not None:
-            await self._flush_task
+        if self._flushing:
+            await self._until_drained()
         loop = asyncio.get_running_loop()
         if self._wconn is not None:
             await loop.run_in_executor(self._writer, self._wconn.close)
@@ -215,8 +216,16 @@ class Store:
 
     async def until_idle(self) -> None:
         """Wait for the reads and writes under way (not for ones asked for meanwhile)."""
-        if self._busy:
-            await asyncio.wait(list(self._busy))
+        waits: list[asyncio.Future[Any]] = list(self._busy)
+        if self._flushing:
+            waits.append(self._until_drained())
+        if waits:
+            await asyncio.wait(waits)
+
+    def _until_drained(self) -> asyncio.Future[None]:
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+        return self._drained
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -235,30 +244,53 @@ class Store:
         self._pending.append((fn, args, fut))
         if not self._flushing:
             self._flushing = True
-            self._flush_task = loop.create_task(self._flush(), name="taskd-store-flush")
-            self._busy.add(self._flush_task)
-            self._flush_task.add_done_callback(self._busy.discard)
+            self._loop = loop
+            # Not at once: the writes other callbacks ask for in this turn of the loop join
+            # the same transaction (group commit).
+            loop.call_soon(self._submit)
         return fut
 
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
+    # A batch goes to the writer thread, whose last act is to hand the outcomes back to the
+    # loop (``_answer``); the loop then sends the next batch, if writes came meanwhile. No
+    # task or chained future in between: fewer objects and loop turns on every write's path.
+
+    def _submit(self) -> None:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         try:
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                try:
-                    outcomes = await loop.run_in_executor(self._writer, self._run_batch, batch)
-                except Exception as exc:  # the COMMIT itself failed: nothing in it happened
-                    err = exc if isinstance(exc, StoreError) else StoreError(str(exc))
-                    outcomes = [(False, err)] * len(batch)
-                for (_, _, fut), (ok, value) in zip(batch, outcomes, strict=True):
-                    if fut.done():
-                        continue
-                    if ok:
-                        fut.set_result(value)
-                    else:
-                        fut.set_exception(value)
-        finally:
-            self._flushing = False
+            self._writer.submit(self._commit_and_answer, batch, self._loop)
+        except Exception as exc:  # the writer is shut down
+            assert self._loop is not None
+            self._loop.call_soon(self._answer, batch, None, exc)
+
+    def _commit_and_answer(self, batch: list, loop: asyncio.AbstractEventLoop) -> None:
+        """Writer thread: commit ``batch``, then hand its outcomes to the loop."""
+        outcomes, failed = None, None
+        try:
+            outcomes = self._run_batch(batch)
+        except BaseException as exc:  # the COMMIT itself failed: nothing in it happened
+            failed = exc
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(self._answer, batch, outcomes, failed)
+
+    def _answer(self, batch: list, outcomes: list | None, failed: BaseException | None) -> None:
+        if outcomes is None:
+            err = failed if isinstance(failed, StoreError) else StoreError(str(failed))
+            outcomes = [(False, err)] * len(batch)
+        for (_, _, fut), (ok, value) in zip(batch, outcomes, strict=True):
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        if self._pending:
+            self._submit()
+            return
+        self._flushing = False
+        if self._drained is not None:
+            if not self._drained.done():
+                self._drained.set_result(None)
+            self._drained = None
 
     def _run_batch(self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]) -> list:
         conn = self._wconn
@@ -267,25 +299,36 @@ class Store:
         self._check_file()
         began = time.monotonic()
         slowest, slowest_took = None, 0.0
+        # A lone write needs no savepoint of its own: when it fails, the whole transaction is
+        # rolled back instead (two statements fewer on every write that came alone).
+        alone, rolled_back = len(batch) == 1, False
         conn.execute("BEGIN IMMEDIATE")
         try:
             for fn, args, _ in batch:
                 t0 = time.monotonic()
-                conn.execute("SAVEPOINT w")
+                if not alone:
+                    conn.execute("SAVEPOINT w")
                 try:
                     value = fn(conn, *args)
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO w")
-                    conn.execute("RELEASE w")
+                    if not alone:
+                        conn.execute("ROLLBACK TO w")
+                        conn.execute("RELEASE w")
+                    else:
+                        rolled_back = True
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
                     outcomes.append((False, translate(exc)))
                 else:
-                    conn.execute("RELEASE w")
+                    if not alone:
+                        conn.execute("RELEASE w")
                     outcomes.append((True, value))
                 took = time.monotonic() - t0
                 if took > slowest_took:
                     slowest, slowest_took = fn, took
-            self._check_file()
-            conn.execute("COMMIT")
+            if not rolled_back:
+                self._check_file()
+                conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -191,6 +191,51 @@ def parse_bulk(body: Any) -> tuple[int, list[NewTask]]:
     return project, tasks
 
 
+# A batch release is one transaction, as a batch lease is: the same bound keeps it short.
+MAX_RELEASE_BATCH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """One validated release: the leased task and the worker's result for it."""
+
+    task: int
+    result: Result
+    verification: int
+
+    @classmethod
+    def parse(cls, body: Any, where: str = "") -> Release:
+        body = object_body(body, where.rstrip(": ") or "the request body")
+        return cls(
+            task=int_field(body, "task_id", low=1, where=where),
+            result=Result(int_field(body, "result", low=0, high=2, where=where)),
+            verification=int_field(body, "verification", 0, where=where),
+        )
+
+
+def parse_releases(body: Any) -> list[Release]:
+    """``{"releases": [...]}``: 1 to MAX_RELEASE_BATCH valid releases, no task twice."""
+    items = object_body(body).get("releases")
+    if not isinstance(items, list) or not items:
+        raise BadRequest("releases must be a non-empty array of {task_id, result} objects")
+    if len(items) > MAX_RELEASE_BATCH:
+        raise BadRequest(
+            f"at most {MAX_RELEASE_BATCH} tasks in one bulk release, got {len(items)}; "
+            "nothing was released"
+        )
+    releases = [Release.parse(item, f"releases[{i}]: ") for i, item in enumerate(items)]
+    seen: dict[int, int] = {}
+    for i, release in enumerate(releases):
+        if release.task in seen:
+            # Two results for one task cannot both apply; which one was meant is unknowable.
+            raise BadRequest(
+                f"releases[{i}] names task {release.task} again (as "
+                f"releases[{seen[release.task]}]); nothing was released"
+            )
+        seen[release.task] = i
+    return releases
+
+
 def needed_verifications(verification_count: int) -> int:
     return max(1, verification_count)  # 0 counts as 1, as in the seed
 

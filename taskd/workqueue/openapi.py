@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from taskd.http.openapi import Part
 from taskd.http.openapi.schema import ANY, BOOL, INT, NUM, STR, Op, arr, enum, nullable, obj, ref
-from taskd.workqueue.model import INT32_MAX, INT64_MAX, INT64_MIN, MAX_BULK, MAX_TEXT
+from taskd.workqueue.model import (
+    INT32_MAX,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_BULK,
+    MAX_RELEASE_BATCH,
+    MAX_TEXT,
+)
 
 I64 = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
 ID = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
@@ -262,6 +269,51 @@ OPERATIONS = {
         ),
         response=reply(obj({"updated": BOOL}, ["updated"])),
         auth=WORKER,
+    ),
+    "POST /task/bulk_release": Op(
+        "Report the results of several leased tasks at once, all or none",
+        "Extension: up to 100 releases in one request, applied in one commit. Each item means"
+        " what a /task/release body means. Nothing is applied unless every task exists (else"
+        " 404) and is held by the calling worker under a live lease (else 409, naming the"
+        " tasks that are not: send the others again without them); an empty or over-long"
+        " list, a bad item or a task named twice is a 400. The answer gives, in the order"
+        " sent, each task's `updated` as /task/release answers it (false, with a message, for"
+        " a verified task still waiting for other workers to agree). Bad or missing worker"
+        " credentials are answered 403, as on /task/release.",
+        body=obj(
+            {
+                "releases": arr(
+                    obj(
+                        {
+                            "task_id": ID,
+                            "result": {"type": "integer", "enum": [0, 1, 2]},
+                            "verification": nullable(I64),
+                        },
+                        ["task_id", "result"],
+                    ),
+                    minItems=1,
+                    maxItems=MAX_RELEASE_BATCH,
+                )
+            },
+            ["releases"],
+        ),
+        response=reply(
+            obj(
+                {
+                    "results": arr(
+                        obj(
+                            {"task_id": INT, "updated": BOOL, "message": STR},
+                            ["task_id", "updated"],
+                        )
+                    )
+                },
+                ["results"],
+            ),
+            ok_only=True,
+        ),
+        auth=WORKER,
+        errors=(409,),
+        extension=True,
     ),
     "POST /log/{level}": Op(
         "Store a log entry of the calling worker",

@@ -28,6 +28,7 @@ from taskd.workqueue.model import (
     int_field,
     parse_bulk,
     parse_project,
+    parse_releases,
     str_field,
 )
 from taskd.workqueue.service import QueueService, WorkerAuth
@@ -247,6 +248,28 @@ async def release_task(request: web.Request) -> web.Response:
     verification = int_field(body, "verification", 0)
     released = await queue_of(request).release(worker, task, result, verification)
     return reply({"updated": released.updated}, released.message, ok=released.ok)
+
+
+@routes.post("/task/bulk_release")
+@access("public")
+async def bulk_release(request: web.Request) -> web.Response:
+    """Report the results of several leased tasks in one request and one commit, all or none.
+
+    Extension. The body is ``{"releases": [{"task_id", "result", "verification"?}, ...]}``
+    (at most 100); each result means what it means on /task/release. Every task must be held
+    by the calling worker under a live lease, or nothing is applied (409 naming the others).
+    The answer lists each task's ``updated`` (and message) in the order sent.
+    """
+    worker = await worker_of(request, refused=403)
+    releases = parse_releases(await body_of(request))
+    done = await queue_of(request).release_many(worker, releases)
+    results = []
+    for release, outcome in zip(releases, done, strict=True):
+        item: dict[str, Any] = {"task_id": release.task, "updated": outcome.updated}
+        if outcome.message:
+            item["message"] = outcome.message
+        results.append(item)
+    return reply({"results": results})
 
 
 # -- worker logs ------------------------------------------------------------------------------

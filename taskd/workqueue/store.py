@@ -25,19 +25,29 @@ TASK_COLUMNS = (
 
 # -- submitting -------------------------------------------------------------------------------
 
+INSERT_TASK = (
+    "INSERT INTO queue_tasks (project, priority, max_retries, max_assign_time, "
+    "verification_count, hash64, recipe, submitted_by, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 
 def insert_tasks(
     db: sqlite3.Connection, project: int, rows: Sequence[TaskRow], worker: int, now: int
 ) -> int | None:
     """Insert every row or none; return None, or the index of the first duplicate hash."""
+    if len(rows) == 1:
+        # One statement is atomic by itself: no savepoint to undo the rows before a duplicate.
+        try:
+            db.execute(INSERT_TASK, (project, *rows[0], worker, now))
+        except sqlite3.IntegrityError:
+            if first_duplicate(db, project, [rows[0][4]]) is None:
+                raise
+            return 0
+        return None
     db.execute("SAVEPOINT insert_tasks")
     try:
-        db.executemany(
-            "INSERT INTO queue_tasks (project, priority, max_retries, max_assign_time, "
-            "verification_count, hash64, recipe, submitted_by, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(project, *row, worker, now) for row in rows],
-        )
+        db.executemany(INSERT_TASK, [(project, *row, worker, now) for row in rows])
     except sqlite3.IntegrityError:
         # The only constraint a validated row can break is the hash index: find which row.
         db.execute("ROLLBACK TO insert_tasks")
@@ -115,6 +125,13 @@ def lease_next(
 def task_by_id(db: sqlite3.Connection, task: int) -> sqlite3.Row | None:
     """One task, any status; None if there is no such task."""
     return db.execute(f"SELECT {TASK_COLUMNS} FROM queue_tasks WHERE id = ?", (task,)).fetchone()
+
+
+def tasks_by_ids(db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
+    """The tasks of ``ids`` that exist, by id (at most a batch's worth: one query)."""
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(f"SELECT {TASK_COLUMNS} FROM queue_tasks WHERE id IN ({marks})", ids)
+    return {row["id"]: row for row in rows}
 
 
 # -- releasing --------------------------------------------------------------------------------

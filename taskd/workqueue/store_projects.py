@@ -139,6 +139,22 @@ def access_of(db: sqlite3.Connection, project: int, worker: int) -> sqlite3.Row 
     ).fetchone()
 
 
+def project_and_access(
+    db: sqlite3.Connection, project: int, worker: int
+) -> tuple[sqlite3.Row | None, sqlite3.Row | None]:
+    """A project and the worker's grant or request on it (each None when absent), in one
+    statement: the checks of every submit start here."""
+    row = db.execute(
+        f"SELECT * FROM (SELECT {PROJECT_COLUMNS} FROM queue_projects WHERE id = ?) "
+        "LEFT JOIN (SELECT assign, submit, request FROM queue_access "
+        "WHERE project = ? AND worker = ?)",
+        (project, project, worker),
+    ).fetchone()
+    if row is None:
+        return None, None
+    return row, (row if row["request"] is not None else None)
+
+
 def insert_access_request(
     db: sqlite3.Connection, project: int, worker: int, assign: bool, submit: bool, now: int
 ) -> bool:

@@ -41,6 +41,7 @@ WORKER = {
     ("POST", "/task/bulk_submit"),
     ("GET", "/task/get/{project}"),  # a lease: a GET that changes state
     ("POST", "/task/release"),
+    ("POST", "/task/bulk_release"),
     ("POST", "/log/{level}"),
     ("POST", "/project/request_access"),
     ("GET", "/project/secret/{id}"),
@@ -131,7 +132,9 @@ async def test_no_route_but_the_public_ones_answers_an_anonymous_caller(make_cli
             continue
         status = await call(client, method, sample_path(path), {})
         # task_tracker refuses a lease or release without worker credentials with 403.
-        expected = 403 if path in ("/task/get/{project}", "/task/release") else 401
+        expected = (
+            403 if path in ("/task/get/{project}", "/task/release", "/task/bulk_release") else 401
+        )
         assert status == expected, f"anonymous {method} {path} answered {status}"
         checked += 1
     assert checked > 50
@@ -229,6 +232,9 @@ async def test_queue_workers_act_only_within_their_grants(make_client, admin_hea
     leased = (await resp.json())["content"]["task"]
     release = {"task_id": leased["id"], "result": 0}
     assert (await post("/task/release", release, submitter))[1]["content"]["updated"] is False
+    # Nor in a batch: the whole batch is refused, naming the task.
+    status, reply = await post("/task/bulk_release", {"releases": [release]}, submitter)
+    assert status == 409 and f"task {leased['id']}" in reply["message"], reply
     assert (await post("/task/release", release, assigner))[1]["content"]["updated"] is True
 
 
