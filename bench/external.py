@@ -125,7 +125,7 @@ def queue(quick: bool) -> list[Row]:
     figures = {
         "single_submits_per_s": ("queue_submit", "work queue: single submits", 1500, "submits/s"),
         "bulk_tasks_per_s": ("queue_bulk", "work queue: bulk submits", 10_000, "tasks/s"),
-        "cycles_per_s": ("queue_cycles", "work queue: lease+release, 16 workers", 1000, "cycles/s"),
+        "cycles_per_s": ("queue_cycles", "work queue: lease+release, 16 workers", 6500, "cycles/s"),
         "batch_cycles_per_s": (
             "queue_batch_cycles",
             "work queue: batch lease (count=16) + release, 16 workers",
@@ -147,6 +147,7 @@ def queue(quick: bool) -> list[Row]:
     }
     # CI bounds for the new rows: a busy CI machine is far from the targets; a collapse is not.
     bounds = {
+        "cycles_per_s": 600,
         "batch_cycles_per_s": 1000,
         "batch_release_cycles_per_s": 1000,
         "sequential_submits_per_s": 500,
