@@ -159,15 +159,21 @@ def summary_json(r: dq.RunSummary) -> dict[str, Any]:
 # -- services -----------------------------------------------------------------------------
 
 
-async def checked_spec(request: web.Request, *, keep: bool = True) -> dagspec.DagSpec | None:
+async def checked_spec(
+    request: web.Request, *, keep: bool = True, paused: contextlib.ExitStack | None = None
+) -> dagspec.DagSpec | None:
     """The request's DAG, valid and able to run on this host, or BadRequest with every reason.
 
     With ``keep=False`` (validation only) nothing is returned, and a large expansion is also
-    freed off the event loop.
+    freed off the event loop. A large DAG is decoded and checked in a thread; with ``paused``
+    the garbage collector stays paused (until that stack closes) from its decoding on.
     """
     engine = request.app[SERVICES].engine
+    big_body = (request.content_length or 0) > BIG_BODY
+    if big_body and paused is not None:
+        paused.enter_context(dagbudget.collector_paused())
     try:
-        body = await read_json(request)
+        body = await read_json(request, in_thread=big_body)
     except BadRequest as exc:  # Daggy clients get a list of errors whatever was wrong
         raise BadRequest(exc.message, details=[exc.message]) from None
 
@@ -184,8 +190,10 @@ async def checked_spec(request: web.Request, *, keep: bool = True) -> dagspec.Da
         with dagbudget.collector_paused():
             return check()
 
-    if await dagbudget.off_loop(request, body) or (request.content_length or 0) > BIG_BODY:
+    if await dagbudget.off_loop(request, body, big_body=big_body):
         # Thousands of tasks take a while to check; other requests go on meanwhile.
+        if paused is not None and not big_body:
+            paused.enter_context(dagbudget.collector_paused())
         return await asyncio.to_thread(check_off_loop)
     return check()
 
@@ -238,12 +246,19 @@ async def list_runs(request: web.Request) -> web.Response:
 @idempotent(DAGRUN)
 async def submit(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    spec = await checked_spec(request)
-    assert spec is not None
-    plan = RunPlan(kind=RunKind.DAG, name=spec.tag, trigger=Trigger.API, uuid=str(uuid.uuid4()),
-                   tasks=spec.tasks, params=spec.parameters)  # fmt: skip
     numbers: list[int] = []
-    await svc.engine.submit(plan, also=lambda db, run_id: numbers.append(dq.number_run(db, run_id)))
+    with contextlib.ExitStack() as paused:
+        spec = await checked_spec(request, paused=paused)
+        assert spec is not None
+        plan = RunPlan(
+            kind=RunKind.DAG, name=spec.tag, trigger=Trigger.API, uuid=str(uuid.uuid4()),
+            tasks=spec.tasks, params=spec.parameters,
+        )  # fmt: skip
+        run = await svc.engine.submit(
+            plan, also=lambda db, run_id: numbers.append(dq.number_run(db, run_id))
+        )
+        if len(plan.tasks) > dagbudget.ON_LOOP_TASKS:
+            dagbudget.kept_out(run.id)
     return json_response({"runID": numbers[0]})
 
 
@@ -344,6 +359,8 @@ async def get_task_state(request: web.Request) -> web.Response:
 
 async def start(services: Services) -> None:
     services.engine.generator_hook = generator_hook(services.engine)
+    services.engine.run_finished.append(lambda run: dagbudget.run_ended(run.id))
+    dagbudget.watch_collections()
 
 
 def setup(app: web.Application) -> None:
