@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from taskd.dagruns import budget as dagbudget
+from taskd.dagruns import counts as dagcounts
 from taskd.dagruns import spec as dagspec
 from taskd.dagruns import store as dq
 from taskd.engine.engine import Engine, GeneratorHook, insert_run_and
@@ -56,6 +57,7 @@ DAGRUN = Creates(
     (insert_run_and,), lambda db, args, run_id: (200, {"runID": iq.kind_number(db, run_id)})
 )
 routes = web.RouteTableDef()
+COUNTS = web.AppKey("dagrun_counts", dagcounts.Counts)
 
 # Daggy leaves the children of a failed task QUEUED for ever; so does this mapping
 # (upstream_failed), and a task waiting for its parents or for capacity is QUEUED too.
@@ -236,7 +238,16 @@ async def wait_ended(engine: Engine, awaitable: Any) -> None:
 @access("read")
 async def list_runs(request: web.Request) -> web.Response:
     """Runs still queued or running; every run with ``all=1``."""
-    found = await request.app[SERVICES].store.read(dq.list_runs, query_bool(request, "all"))
+    counts = request.app[COUNTS]
+    known = counts.known()  # counted as they were committed: not read from every task row
+    found = await request.app[SERVICES].store.read(
+        dq.list_runs, query_bool(request, "all"), tuple(known)
+    )
+    for r in found:
+        tally = known.get(r.run_id)
+        if tally is not None:
+            r.task_counts = counts.summary(tally)
+            r.last_update = max(r.last_update, tally.last)
     return json_response([summary_json(r) for r in found])
 
 
@@ -257,6 +268,8 @@ async def submit(request: web.Request) -> web.Response:
         run = await svc.engine.submit(
             plan, also=lambda db, run_id: numbers.append(dq.number_run(db, run_id))
         )
+        ready = sum(1 for t in plan.tasks if not t.parents)
+        request.app[COUNTS].stored(run, ready)
         if len(plan.tasks) > dagbudget.ON_LOOP_TASKS:
             dagbudget.kept_out(run.id)
     return json_response({"runID": numbers[0]})
@@ -364,5 +377,11 @@ async def start(services: Services) -> None:
 
 
 def setup(app: web.Application) -> None:
+    counts = app[COUNTS] = dagcounts.Counts()
+
+    async def start_counts(services: Services) -> None:
+        counts.attach(services.engine)
+
     app.add_routes(routes)
     on_start(app, start)
+    on_start(app, start_counts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ class RunSummary:
     created_at: int
     last_update: int
     task_counts: dict[str, int]  # core task state -> number of tasks
+    run_id: int = 0  # the core run id
 
 
 @dataclass
@@ -75,8 +77,13 @@ def number_run(db: sqlite3.Connection, run_id: int) -> int:
     return nxt - 1
 
 
-def list_runs(db: sqlite3.Connection, include_finished: bool) -> list[RunSummary]:
-    """DAG runs, oldest first: only those still queued or running unless ``include_finished``."""
+def list_runs(
+    db: sqlite3.Connection, include_finished: bool, counted: Collection[int] = ()
+) -> list[RunSummary]:
+    """DAG runs, oldest first: only those still queued or running unless ``include_finished``.
+
+    The tasks of the runs in ``counted`` (run ids) are not counted here: the caller knows them.
+    """
     where = "kind = ?"
     args: list[Any] = [RunKind.DAG]
     if not include_finished:
@@ -84,13 +91,16 @@ def list_runs(db: sqlite3.Connection, include_finished: bool) -> list[RunSummary
         args.extend(ACTIVE)
     runs = {
         r["id"]: RunSummary(r["kind_no"], r["name"], r["state"], r["created_at"],
-                            r["updated_at"], {})
+                            r["updated_at"], {}, r["id"])
         for r in db.execute(
             "SELECT id, kind_no, name, state, created_at, updated_at FROM runs"
             f" WHERE {where} ORDER BY id",
             args,
         )
     }  # fmt: skip
+    if counted:
+        where += f" AND id NOT IN ({','.join('?' * len(counted))})"
+        args.extend(counted)
     # Counted per (run, state) in one pass over the runs' tasks; the latest task change
     # is the run's "last update" while it runs.
     for r in db.execute(
