@@ -30,7 +30,9 @@ from taskd.errors import BadRequest, NotFound, Unavailable
 from taskd.metrics import Metrics
 from taskd.models import (
     RUN_TERMINAL,
+    TASK_TERMINAL,
     AttemptState,
+    JobSpec,
     RunState,
     TaskState,
     TaskTemplate,
@@ -183,16 +185,27 @@ class Engine(Attempts, Commands):
     def refusal(self, templates: Iterable[TaskTemplate]) -> list[str]:
         """Why tasks could never run on this host (asks for more than it has)."""
         errors = []
+        # The answer depends only on these; a big DAG repeats a few combinations.
+        known: dict[tuple[str, float, int, bool], str | None] = {}
         for t in templates:
-            why = self.capacity.refusal(t.job)
-            broken = RUNNER_IMPORT_ERRORS.get(t.job.runner)
-            if why is None and broken is not None:
-                why = f"the {t.job.runner} runner is unavailable ({broken})"
-            elif why is None and t.job.runner not in self.runners:
-                why = f"no runner named {t.job.runner!r}"
+            job = t.job
+            key = (job.runner, job.cpus, job.memory_mb, job.pin_cores)
+            if key in known:
+                why = known[key]
+            else:
+                why = known[key] = self._refusal(job)
             if why:
                 errors.append(f"task {t.name}: {why}")
         return errors
+
+    def _refusal(self, job: JobSpec) -> str | None:
+        why = self.capacity.refusal(job)
+        broken = RUNNER_IMPORT_ERRORS.get(job.runner)
+        if why is None and broken is not None:
+            why = f"the {job.runner} runner is unavailable ({broken})"
+        elif why is None and job.runner not in self.runners:
+            why = f"no runner named {job.runner!r}"
+        return why
 
     async def submit(
         self, plan: q.RunPlan, also: Callable[[Any, int], Any] | None = None
@@ -228,19 +241,29 @@ class Engine(Attempts, Commands):
         ids: dict[str, int],
         edges: list[tuple[str, str, bool]],
     ) -> list[TaskNode]:
+        # Written for runs of 100,000 tasks: positional fields, and the run's maps and the
+        # links filled here rather than a call per task (the same as run.add and link).
         nodes = []
+        tasks, by_name = run.tasks, run.by_name
+        waiting, ready = TaskState.WAITING, TaskState.READY
         for t in templates:
-            node = TaskNode(
-                id=ids[t.name], run=run, name=t.name, template=t.template or t.name,
-                state=q.initial_state(t), job=t.job, retry=t.retry, max_runtime=t.max_runtime,
-                explicit_success=t.explicit_success, generator=t.generator, attempts=0,
-                retry_at=None, extra=t.extra,
-            )  # fmt: skip
-            run.add(node)
+            name = t.name
+            node = TaskNode(ids[name], run, name, t.template or name,
+                            waiting if t.parents else ready, t.job, t.retry, t.max_runtime,
+                            t.explicit_success, t.generator, 0, None, t.extra)  # fmt: skip
+            tasks[node.id] = node
+            by_name[name] = node
             nodes.append(node)
-        for t in templates:
-            for parent, required in t.parents:
-                link(run.by_name[parent], run.by_name[t.name], required)
+        run.unfinished += len(nodes)  # new tasks are never terminal
+        for t, node in zip(templates, nodes, strict=True):
+            if t.parents:
+                ups = node.parents
+                for parent_name, required in t.parents:
+                    parent = by_name[parent_name]
+                    parent.children.append((node, required))
+                    ups.append((parent, required))
+                    if parent.state not in TASK_TERMINAL:
+                        node.blocking += 1
         for parent, child, required in edges:
             link(run.by_name[parent], run.by_name[child], required)
         self.ready.extend(n for n in nodes if n.state is TaskState.READY)
