@@ -56,6 +56,8 @@ GeneratorHook = Callable[[TaskNode, str], tuple[list[TaskTemplate], list[tuple[s
 # A job that waited this long for capacity while smaller ones went first reserves what it needs:
 # nothing else starts unless it leaves room for it (a stream of small jobs must not starve it).
 FAIR_WAIT = 30.0
+# A run of more tasks than this has its graph built in a thread (a few milliseconds' work).
+BIG_RUN = 2000
 
 
 class Engine(Attempts, Commands):
@@ -218,13 +220,22 @@ class Engine(Attempts, Commands):
             raise BadRequest("the run cannot be placed on this host", details=errors)
         ids = self.new_task_ids(t.name for t in plan.tasks)
         at = self.clock.now_ns()
-        run_id = await self.store.write(insert_run_and, plan, ids, at, also)
+        written = self.store.write(insert_run_and, plan, ids, at, also)
         run = RunNode(
-            id=run_id, uuid=plan.uuid, kind=plan.kind, name=plan.name, state=RunState.QUEUED,
+            id=0, uuid=plan.uuid, kind=plan.kind, name=plan.name, state=RunState.QUEUED,
             kill_requested=False, trigger=plan.trigger, params=plan.params, extra=plan.extra,
         )  # fmt: skip
-        self.runs[run_id] = run
-        self._graft(run, plan.tasks, ids, [])
+        if len(plan.tasks) > BIG_RUN:
+            # Its graph is built in a thread while the store writes it, so the event loop
+            # goes on meanwhile; nobody sees it (nothing starts) before it is stored.
+            nodes = await asyncio.to_thread(self._link, run, plan.tasks, ids, [])
+            run.id = await written
+            self.runs[run.id] = run
+            self.ready.extend(n for n in nodes if n.state is TaskState.READY)
+        else:
+            run.id = await written
+            self.runs[run.id] = run
+            self._graft(run, plan.tasks, ids, [])
         ch = q.Changes(at)
         self._maybe_finish(run, ch)
         if ch:
@@ -241,6 +252,19 @@ class Engine(Attempts, Commands):
         ids: dict[str, int],
         edges: list[tuple[str, str, bool]],
     ) -> list[TaskNode]:
+        nodes = self._link(run, templates, ids, edges)
+        self.ready.extend(n for n in nodes if n.state is TaskState.READY)
+        return nodes
+
+    def _link(
+        self,
+        run: RunNode,
+        templates: list[TaskTemplate],
+        ids: dict[str, int],
+        edges: list[tuple[str, str, bool]],
+    ) -> list[TaskNode]:
+        """Add the templates' tasks and edges to the run's graph (and nothing else: may run
+        in a thread for a run nobody sees yet)."""
         # Written for runs of 100,000 tasks: positional fields, and the run's maps and the
         # links filled here rather than a call per task (the same as run.add and link).
         nodes = []
@@ -266,7 +290,6 @@ class Engine(Attempts, Commands):
                         node.blocking += 1
         for parent, child, required in edges:
             link(run.by_name[parent], run.by_name[child], required)
-        self.ready.extend(n for n in nodes if n.state is TaskState.READY)
         return nodes
 
     async def load(self, run_id: int) -> RunNode:
