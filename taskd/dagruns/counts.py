@@ -42,11 +42,30 @@ class Counts:
 
     def __init__(self) -> None:
         self.runs: dict[int, Tally] = {}
+        # Runs being submitted, by uuid: (ready, waiting) as they are stored. Between the
+        # commit and ``stored`` the list may see such a run; nothing of it changes meanwhile.
+        self.pending: dict[str, tuple[int, int]] = {}
         self.engine: Any = None
 
     def attach(self, engine: Any) -> None:
         self.engine = engine
         engine.committed.append(self.committed)
+
+    def submitting(self, uuid: str, ready: int, total: int) -> None:
+        """A run with this uuid is about to be stored with ``ready`` of ``total`` tasks ready."""
+        self.pending[uuid] = (ready, total - ready)
+
+    def submitted(self, uuid: str) -> None:
+        """The submission ended (stored and counted by ``stored``, or failed)."""
+        self.pending.pop(uuid, None)
+
+    def first_counts(self, uuid: str) -> dict[str, int] | None:
+        """The counts of a run being submitted, or None."""
+        got = self.pending.get(uuid)
+        if got is None:
+            return None
+        counts = {TaskState.READY: got[0], TaskState.WAITING: got[1]}
+        return {state: n for state, n in counts.items() if n}
 
     def stored(self, run: RunNode, ready: int) -> None:
         """A run was just stored with ``ready`` tasks ready and the others waiting.

@@ -240,14 +240,28 @@ async def list_runs(request: web.Request) -> web.Response:
     """Runs still queued or running; every run with ``all=1``."""
     counts = request.app[COUNTS]
     known = counts.known()  # counted as they were committed: not read from every task row
+    pending = tuple(counts.pending)
     found = await request.app[SERVICES].store.read(
-        dq.list_runs, query_bool(request, "all"), tuple(known)
+        dq.list_runs, query_bool(request, "all"), tuple(known), pending
     )
+    uncounted = []
     for r in found:
         tally = known.get(r.run_id)
+        if tally is None and r.uuid in pending:  # being submitted, or counted since
+            tally = counts.known().get(r.run_id)
+            first = counts.first_counts(r.uuid)
+            if tally is None and first is not None:
+                r.task_counts = first
+            elif tally is None:
+                uncounted.append(r)  # it ended meanwhile: counted in the store
         if tally is not None:
             r.task_counts = counts.summary(tally)
             r.last_update = max(r.last_update, tally.last)
+    if uncounted:
+        got = await request.app[SERVICES].store.read(dq.task_counts, [r.run_id for r in uncounted])
+        for r in uncounted:
+            r.task_counts, last = got[r.run_id]
+            r.last_update = max(r.last_update, last)
     return json_response([summary_json(r) for r in found])
 
 
@@ -258,6 +272,7 @@ async def list_runs(request: web.Request) -> web.Response:
 async def submit(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     numbers: list[int] = []
+    counts = request.app[COUNTS]
     with contextlib.ExitStack() as paused:
         spec = await checked_spec(request, paused=paused)
         assert spec is not None
@@ -265,11 +280,13 @@ async def submit(request: web.Request) -> web.Response:
             kind=RunKind.DAG, name=spec.tag, trigger=Trigger.API, uuid=str(uuid.uuid4()),
             tasks=spec.tasks, params=spec.parameters,
         )  # fmt: skip
+        ready = sum(1 for t in plan.tasks if not t.parents)
+        counts.submitting(plan.uuid, ready, len(plan.tasks))
+        paused.callback(counts.submitted, plan.uuid)
         run = await svc.engine.submit(
             plan, also=lambda db, run_id: numbers.append(dq.number_run(db, run_id))
         )
-        ready = sum(1 for t in plan.tasks if not t.parents)
-        request.app[COUNTS].stored(run, ready)
+        counts.stored(run, ready)
         if len(plan.tasks) > dagbudget.ON_LOOP_TASKS:
             dagbudget.kept_out(run.id)
     return json_response({"runID": numbers[0]})
