@@ -66,14 +66,17 @@ def task_size(task: Any, counts: dict[str, int]) -> int:
     return math.prod(counts[p] for p in found if p in counts)
 
 
-async def off_loop(request: web.Request, body: Any) -> bool:
+async def off_loop(request: web.Request, body: Any, *, big_body: bool = False) -> bool:
     """Whether expanding ``body`` belongs in a thread; BadRequest if the caller may not ask it.
 
     Admins may submit up to the hard bound of every DAG; viewers (who may only validate) get
-    ``--viewer-max-dag-tasks`` and ten edges a task.
+    ``--viewer-max-dag-tasks`` and ten edges a task. An admin's ``big_body`` goes to a thread
+    without being counted first: counting walks every task, and the parse bounds it anyway.
     """
-    tasks, edges = expanded_size(body)
     who = await principal_of(request)
+    if who.is_admin and big_body:
+        return True
+    tasks, edges = expanded_size(body)
     if not who.is_admin:
         limit = request.app[SERVICES].settings.viewer_max_dag_tasks
         if tasks > limit or edges > 10 * limit:
@@ -82,7 +85,7 @@ async def off_loop(request: web.Request, body: Any) -> bool:
                 f"ask for at most {limit} tasks and {10 * limit} edges"
             )
             raise BadRequest(f"invalid DAG: {why}", details=[why])
-    return tasks > ON_LOOP_TASKS or edges > ON_LOOP_EDGES
+    return big_body or tasks > ON_LOOP_TASKS or edges > ON_LOOP_EDGES
 
 
 _paused = 0
@@ -95,7 +98,8 @@ def collector_paused() -> Iterator[None]:
 
     Building hundreds of thousands of objects triggers full collections, and one full
     collection holds the GIL for hundreds of milliseconds: the event loop could not run.
-    Templates hold no reference cycles, so nothing is lost by collecting later.
+    Templates hold no reference cycles, so nothing is lost by collecting later. A submission
+    keeps it paused from decoding the body until the run's graph is built (``kept_out``).
     """
     global _paused
     with _pause_lock:
@@ -117,3 +121,49 @@ def release(items: list[Any]) -> None:
     """
     while items:
         items.pop()
+
+
+# Runs whose graph was frozen out of the collector's passes (gc.freeze) when they were built.
+_frozen: set[int] = set()
+_refreeze = False
+
+
+def kept_out(run_id: int) -> None:
+    """Keep what a large submission built out of every later collection (``gc.freeze``).
+
+    Called with the collector still paused, right after the run's graph is built. Without it
+    the new objects (about fifteen a task) would be walked by the next young collections and
+    then by every full one: for 100,000 tasks, pauses of a few hundred milliseconds on the
+    event loop, for as long as the run lives. The graph holds reference cycles, so when the
+    run ends ``run_ended`` gives the frozen objects back to the collector.
+    """
+    gc.freeze()
+    _frozen.add(run_id)
+
+
+def run_ended(run_id: int) -> None:
+    """A run ended: if its graph was frozen, let the collector reclaim it.
+
+    Everything frozen goes back to the oldest generation (its graph cannot be told apart);
+    what is still alive is frozen again after the next full collection (``_collected``).
+    """
+    global _refreeze
+    if run_id in _frozen:
+        _frozen.discard(run_id)
+        gc.unfreeze()
+        _refreeze = True
+
+
+def watch_collections() -> None:
+    """Refreeze after the full collection that followed an unfreeze (idempotent)."""
+    if _collected not in gc.callbacks:
+        gc.callbacks.append(_collected)
+
+
+def _collected(phase: str, info: dict[str, Any]) -> None:
+    # Runs inside the collector, on whatever thread allocated: only a flag and a freeze,
+    # which moves lists of objects and allocates nothing.
+    global _refreeze
+    if _refreeze and phase == "stop" and info.get("generation") == 2:
+        _refreeze = False
+        gc.freeze()

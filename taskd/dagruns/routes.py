@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from taskd.dagruns import budget as dagbudget
+from taskd.dagruns import counts as dagcounts
 from taskd.dagruns import spec as dagspec
 from taskd.dagruns import store as dq
 from taskd.engine.engine import Engine, GeneratorHook, insert_run_and
@@ -56,6 +57,7 @@ DAGRUN = Creates(
     (insert_run_and,), lambda db, args, run_id: (200, {"runID": iq.kind_number(db, run_id)})
 )
 routes = web.RouteTableDef()
+COUNTS = web.AppKey("dagrun_counts", dagcounts.Counts)
 
 # Daggy leaves the children of a failed task QUEUED for ever; so does this mapping
 # (upstream_failed), and a task waiting for its parents or for capacity is QUEUED too.
@@ -159,15 +161,21 @@ def summary_json(r: dq.RunSummary) -> dict[str, Any]:
 # -- services -----------------------------------------------------------------------------
 
 
-async def checked_spec(request: web.Request, *, keep: bool = True) -> dagspec.DagSpec | None:
+async def checked_spec(
+    request: web.Request, *, keep: bool = True, paused: contextlib.ExitStack | None = None
+) -> dagspec.DagSpec | None:
     """The request's DAG, valid and able to run on this host, or BadRequest with every reason.
 
     With ``keep=False`` (validation only) nothing is returned, and a large expansion is also
-    freed off the event loop.
+    freed off the event loop. A large DAG is decoded and checked in a thread; with ``paused``
+    the garbage collector stays paused (until that stack closes) from its decoding on.
     """
     engine = request.app[SERVICES].engine
+    big_body = (request.content_length or 0) > BIG_BODY
+    if big_body and paused is not None:
+        paused.enter_context(dagbudget.collector_paused())
     try:
-        body = await read_json(request)
+        body = await read_json(request, in_thread=big_body)
     except BadRequest as exc:  # Daggy clients get a list of errors whatever was wrong
         raise BadRequest(exc.message, details=[exc.message]) from None
 
@@ -184,8 +192,10 @@ async def checked_spec(request: web.Request, *, keep: bool = True) -> dagspec.Da
         with dagbudget.collector_paused():
             return check()
 
-    if await dagbudget.off_loop(request, body) or (request.content_length or 0) > BIG_BODY:
+    if await dagbudget.off_loop(request, body, big_body=big_body):
         # Thousands of tasks take a while to check; other requests go on meanwhile.
+        if paused is not None and not big_body:
+            paused.enter_context(dagbudget.collector_paused())
         return await asyncio.to_thread(check_off_loop)
     return check()
 
@@ -228,7 +238,30 @@ async def wait_ended(engine: Engine, awaitable: Any) -> None:
 @access("read")
 async def list_runs(request: web.Request) -> web.Response:
     """Runs still queued or running; every run with ``all=1``."""
-    found = await request.app[SERVICES].store.read(dq.list_runs, query_bool(request, "all"))
+    counts = request.app[COUNTS]
+    known = counts.known()  # counted as they were committed: not read from every task row
+    pending = tuple(counts.pending)
+    found = await request.app[SERVICES].store.read(
+        dq.list_runs, query_bool(request, "all"), tuple(known), pending
+    )
+    uncounted = []
+    for r in found:
+        tally = known.get(r.run_id)
+        if tally is None and r.uuid in pending:  # being submitted, or counted since
+            tally = counts.known().get(r.run_id)
+            first = counts.first_counts(r.uuid)
+            if tally is None and first is not None:
+                r.task_counts = first
+            elif tally is None:
+                uncounted.append(r)  # it ended meanwhile: counted in the store
+        if tally is not None:
+            r.task_counts = counts.summary(tally)
+            r.last_update = max(r.last_update, tally.last)
+    if uncounted:
+        got = await request.app[SERVICES].store.read(dq.task_counts, [r.run_id for r in uncounted])
+        for r in uncounted:
+            r.task_counts, last = got[r.run_id]
+            r.last_update = max(r.last_update, last)
     return json_response([summary_json(r) for r in found])
 
 
@@ -238,12 +271,24 @@ async def list_runs(request: web.Request) -> web.Response:
 @idempotent(DAGRUN)
 async def submit(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    spec = await checked_spec(request)
-    assert spec is not None
-    plan = RunPlan(kind=RunKind.DAG, name=spec.tag, trigger=Trigger.API, uuid=str(uuid.uuid4()),
-                   tasks=spec.tasks, params=spec.parameters)  # fmt: skip
     numbers: list[int] = []
-    await svc.engine.submit(plan, also=lambda db, run_id: numbers.append(dq.number_run(db, run_id)))
+    counts = request.app[COUNTS]
+    with contextlib.ExitStack() as paused:
+        spec = await checked_spec(request, paused=paused)
+        assert spec is not None
+        plan = RunPlan(
+            kind=RunKind.DAG, name=spec.tag, trigger=Trigger.API, uuid=str(uuid.uuid4()),
+            tasks=spec.tasks, params=spec.parameters,
+        )  # fmt: skip
+        ready = sum(1 for t in plan.tasks if not t.parents)
+        counts.submitting(plan.uuid, ready, len(plan.tasks))
+        paused.callback(counts.submitted, plan.uuid)
+        run = await svc.engine.submit(
+            plan, also=lambda db, run_id: numbers.append(dq.number_run(db, run_id))
+        )
+        counts.stored(run, ready)
+        if len(plan.tasks) > dagbudget.ON_LOOP_TASKS:
+            dagbudget.kept_out(run.id)
     return json_response({"runID": numbers[0]})
 
 
@@ -344,8 +389,16 @@ async def get_task_state(request: web.Request) -> web.Response:
 
 async def start(services: Services) -> None:
     services.engine.generator_hook = generator_hook(services.engine)
+    services.engine.run_finished.append(lambda run: dagbudget.run_ended(run.id))
+    dagbudget.watch_collections()
 
 
 def setup(app: web.Application) -> None:
+    counts = app[COUNTS] = dagcounts.Counts()
+
+    async def start_counts(services: Services) -> None:
+        counts.attach(services.engine)
+
     app.add_routes(routes)
     on_start(app, start)
+    on_start(app, start_counts)

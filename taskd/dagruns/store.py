@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ class RunSummary:
     created_at: int
     last_update: int
     task_counts: dict[str, int]  # core task state -> number of tasks
+    run_id: int = 0  # the core run id
+    uuid: str = ""
 
 
 @dataclass
@@ -75,8 +78,17 @@ def number_run(db: sqlite3.Connection, run_id: int) -> int:
     return nxt - 1
 
 
-def list_runs(db: sqlite3.Connection, include_finished: bool) -> list[RunSummary]:
-    """DAG runs, oldest first: only those still queued or running unless ``include_finished``."""
+def list_runs(
+    db: sqlite3.Connection,
+    include_finished: bool,
+    counted: Collection[int] = (),
+    counted_uuids: Collection[str] = (),
+) -> list[RunSummary]:
+    """DAG runs, oldest first: only those still queued or running unless ``include_finished``.
+
+    The tasks of the runs in ``counted`` (run ids) and ``counted_uuids`` are not counted here:
+    the caller knows them.
+    """
     where = "kind = ?"
     args: list[Any] = [RunKind.DAG]
     if not include_finished:
@@ -84,13 +96,19 @@ def list_runs(db: sqlite3.Connection, include_finished: bool) -> list[RunSummary
         args.extend(ACTIVE)
     runs = {
         r["id"]: RunSummary(r["kind_no"], r["name"], r["state"], r["created_at"],
-                            r["updated_at"], {})
+                            r["updated_at"], {}, r["id"], r["uuid"])
         for r in db.execute(
-            "SELECT id, kind_no, name, state, created_at, updated_at FROM runs"
+            "SELECT id, uuid, kind_no, name, state, created_at, updated_at FROM runs"
             f" WHERE {where} ORDER BY id",
             args,
         )
     }  # fmt: skip
+    if counted:
+        where += f" AND id NOT IN ({','.join('?' * len(counted))})"
+        args.extend(counted)
+    if counted_uuids:
+        where += f" AND uuid NOT IN ({','.join('?' * len(counted_uuids))})"
+        args.extend(counted_uuids)
     # Counted per (run, state) in one pass over the runs' tasks; the latest task change
     # is the run's "last update" while it runs.
     for r in db.execute(
@@ -103,6 +121,22 @@ def list_runs(db: sqlite3.Connection, include_finished: bool) -> list[RunSummary
             run.task_counts[r["state"]] = r["n"]
             run.last_update = max(run.last_update, r["last"])
     return list(runs.values())
+
+
+def task_counts(
+    db: sqlite3.Connection, run_ids: Collection[int]
+) -> dict[int, tuple[dict[str, int], int]]:
+    """Each run's task counts by state and the latest change of its tasks."""
+    out: dict[int, tuple[dict[str, int], int]] = {r: ({}, 0) for r in run_ids}
+    for r in db.execute(
+        "SELECT run_id, state, COUNT(*) AS n, MAX(updated_at) AS last FROM tasks"
+        f" WHERE run_id IN ({','.join('?' * len(out))}) GROUP BY run_id, state",
+        tuple(out),
+    ):
+        counts, last = out[r["run_id"]]
+        counts[r["state"]] = r["n"]
+        out[r["run_id"]] = (counts, max(last, r["last"]))
+    return out
 
 
 def dag_run(db: sqlite3.Connection, number: int) -> sqlite3.Row:

@@ -29,7 +29,9 @@ from taskd.log import get_logger
 from taskd.metrics import Metrics
 from taskd.models import (
     RUN_TERMINAL,
+    TASK_TERMINAL,
     AttemptState,
+    JobSpec,
     RunState,
     TaskState,
     TaskTemplate,
@@ -53,6 +55,8 @@ GeneratorHook = Callable[[TaskNode, str], tuple[list[TaskTemplate], list[tuple[s
 # A job that waited this long for capacity while smaller ones went first reserves what it needs:
 # nothing else starts unless it leaves room for it (a stream of small jobs must not starve it).
 FAIR_WAIT = 30.0
+# A run of more tasks than this has its graph built in a thread (a few milliseconds' work).
+BIG_RUN = 2000
 
 
 class Engine(Attempts, Commands):
@@ -182,16 +186,27 @@ class Engine(Attempts, Commands):
     def refusal(self, templates: Iterable[TaskTemplate]) -> list[str]:
         """Why tasks could never run on this host (asks for more than it has)."""
         errors = []
+        # The answer depends only on these; a big DAG repeats a few combinations.
+        known: dict[tuple[str, float, int, bool], str | None] = {}
         for t in templates:
-            why = self.capacity.refusal(t.job)
-            broken = RUNNER_IMPORT_ERRORS.get(t.job.runner)
-            if why is None and broken is not None:
-                why = f"the {t.job.runner} runner is unavailable ({broken})"
-            elif why is None and t.job.runner not in self.runners:
-                why = f"no runner named {t.job.runner!r}"
+            job = t.job
+            key = (job.runner, job.cpus, job.memory_mb, job.pin_cores)
+            if key in known:
+                why = known[key]
+            else:
+                why = known[key] = self._refusal(job)
             if why:
                 errors.append(f"task {t.name}: {why}")
         return errors
+
+    def _refusal(self, job: JobSpec) -> str | None:
+        why = self.capacity.refusal(job)
+        broken = RUNNER_IMPORT_ERRORS.get(job.runner)
+        if why is None and broken is not None:
+            why = f"the {job.runner} runner is unavailable ({broken})"
+        elif why is None and job.runner not in self.runners:
+            why = f"no runner named {job.runner!r}"
+        return why
 
     async def submit(
         self, plan: q.RunPlan, also: Callable[[Any, int], Any] | None = None
@@ -204,13 +219,22 @@ class Engine(Attempts, Commands):
             raise BadRequest("the run cannot be placed on this host", details=errors)
         ids = self.new_task_ids(t.name for t in plan.tasks)
         at = self.clock.now_ns()
-        run_id = await self.store.write(insert_run_and, plan, ids, at, also)
+        written = self.store.write(insert_run_and, plan, ids, at, also)
         run = RunNode(
-            id=run_id, uuid=plan.uuid, kind=plan.kind, name=plan.name, state=RunState.QUEUED,
+            id=0, uuid=plan.uuid, kind=plan.kind, name=plan.name, state=RunState.QUEUED,
             kill_requested=False, trigger=plan.trigger, params=plan.params, extra=plan.extra,
         )  # fmt: skip
-        self.runs[run_id] = run
-        self._graft(run, plan.tasks, ids, [])
+        if len(plan.tasks) > BIG_RUN:
+            # Its graph is built in a thread while the store writes it, so the event loop
+            # goes on meanwhile; nobody sees it (nothing starts) before it is stored.
+            nodes = await asyncio.to_thread(self._link, run, plan.tasks, ids, [])
+            run.id = await written
+            self.runs[run.id] = run
+            self.ready.extend(n for n in nodes if n.state is TaskState.READY)
+        else:
+            run.id = await written
+            self.runs[run.id] = run
+            self._graft(run, plan.tasks, ids, [])
         ch = q.Changes(at)
         self._maybe_finish(run, ch)
         if ch:
@@ -227,22 +251,44 @@ class Engine(Attempts, Commands):
         ids: dict[str, int],
         edges: list[tuple[str, str, bool]],
     ) -> list[TaskNode]:
+        nodes = self._link(run, templates, ids, edges)
+        self.ready.extend(n for n in nodes if n.state is TaskState.READY)
+        return nodes
+
+    def _link(
+        self,
+        run: RunNode,
+        templates: list[TaskTemplate],
+        ids: dict[str, int],
+        edges: list[tuple[str, str, bool]],
+    ) -> list[TaskNode]:
+        """Add the templates' tasks and edges to the run's graph (and nothing else: may run
+        in a thread for a run nobody sees yet)."""
+        # Written for runs of 100,000 tasks: positional fields, and the run's maps and the
+        # links filled here rather than a call per task (the same as run.add and link).
         nodes = []
+        tasks, by_name = run.tasks, run.by_name
+        waiting, ready = TaskState.WAITING, TaskState.READY
         for t in templates:
-            node = TaskNode(
-                id=ids[t.name], run=run, name=t.name, template=t.template or t.name,
-                state=q.initial_state(t), job=t.job, retry=t.retry, max_runtime=t.max_runtime,
-                explicit_success=t.explicit_success, generator=t.generator, attempts=0,
-                retry_at=None, extra=t.extra,
-            )  # fmt: skip
-            run.add(node)
+            name = t.name
+            node = TaskNode(ids[name], run, name, t.template or name,
+                            waiting if t.parents else ready, t.job, t.retry, t.max_runtime,
+                            t.explicit_success, t.generator, 0, None, t.extra)  # fmt: skip
+            tasks[node.id] = node
+            by_name[name] = node
             nodes.append(node)
-        for t in templates:
-            for parent, required in t.parents:
-                link(run.by_name[parent], run.by_name[t.name], required)
+        run.unfinished += len(nodes)  # new tasks are never terminal
+        for t, node in zip(templates, nodes, strict=True):
+            if t.parents:
+                ups = node.parents
+                for parent_name, required in t.parents:
+                    parent = by_name[parent_name]
+                    parent.children.append((node, required))
+                    ups.append((parent, required))
+                    if parent.state not in TASK_TERMINAL:
+                        node.blocking += 1
         for parent, child, required in edges:
             link(run.by_name[parent], run.by_name[child], required)
-        self.ready.extend(n for n in nodes if n.state is TaskState.READY)
         return nodes
 
     async def load(self, run_id: int) -> RunNode:

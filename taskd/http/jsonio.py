@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -23,13 +24,16 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-async def read_json(request: web.Request, *, expect: type | None = None) -> Any:
+async def read_json(
+    request: web.Request, *, expect: type | None = None, in_thread: bool = False
+) -> Any:
     """The request body as JSON; a clear 400 when it is not JSON (or not of ``expect``).
 
     A request that carries credentials a browser sends by itself must say its body is JSON:
     a cross-site page can post ``text/plain`` or a form with them, never ``application/json``.
     An uncredentialed Daggy request (``--daggy-anonymous``) holds the same power and may not
-    come with a type such a page could send either.
+    come with a type such a page could send either. ``in_thread``: decode in a thread, for
+    bodies of megabytes that would hold the event loop.
     """
     refused = not json_typed(request) and ambient_credentials(request)
     if not refused and "Authorization" not in request.headers:
@@ -44,7 +48,7 @@ async def read_json(request: web.Request, *, expect: type | None = None) -> Any:
     if not raw.strip():
         raise BadRequest("the request body is empty; JSON was expected")
     try:
-        data = orjson.loads(raw)
+        data = await asyncio.to_thread(orjson.loads, raw) if in_thread else orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
     if expect is not None and not isinstance(data, expect):

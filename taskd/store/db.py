@@ -102,6 +102,10 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a change is on disk before its client hears about it (SPEC §3).
         conn.execute("PRAGMA synchronous=FULL")
+        # Up to 64 MiB of pages (taken only as used; SQLite's default is 2 MiB): a transaction
+        # that stores a DAG of 100,000 tasks writes about 60 MiB, and with the default cache
+        # its pages are spilled and read back while it runs (about 30 % slower).
+        conn.execute("PRAGMA cache_size=-65536")
     return conn
 
 

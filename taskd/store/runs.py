@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from taskd.models import RUN_ACTIVE, RunState, TaskState, TaskTemplate
+from taskd.models import RUN_ACTIVE, JobSpec, RunState, TaskState, TaskTemplate
 
 
 def dumps(value: Any) -> str:
@@ -94,33 +94,51 @@ def insert_tasks(
     ``ids`` maps every name involved (new tasks and tasks already in the run) to its id;
     ``edges`` are extra (parent, child, required) edges to tasks that already exist.
     """
+    # Rows built in one pass, each task's first state computed once: for 100,000 tasks the
+    # Python around the SQL costs as much as the SQL.
+    waiting, ready = str(TaskState.WAITING), str(TaskState.READY)
+    task_rows, change_rows, edge_rows = [], [], []
+    for t in templates:
+        task_id = ids[t.name]
+        state = waiting if t.parents else ready
+        retry = t.retry
+        task_rows.append((
+            task_id, run_id, t.name, t.template or t.name, state, job_json(t.job),
+            retry.max_attempts, retry.backoff_base, retry.backoff_exponent, t.max_runtime,
+            int(t.explicit_success), int(t.generator), dumps(t.extra), at,
+        ))  # fmt: skip
+        change_rows.append((run_id, task_id, state, at))
+        if t.parents:
+            edge_rows.extend((run_id, ids[parent], task_id, int(required))
+                             for parent, required in t.parents)  # fmt: skip
+    edge_rows.extend((run_id, ids[p], ids[c], int(r)) for p, c, r in edges)
     db.executemany(
         "INSERT INTO tasks (id, run_id, name, template, state, job, max_attempts, backoff_base,"
         " backoff_exponent, max_runtime, explicit_success, generator, extra, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                ids[t.name], run_id, t.name, t.template or t.name, initial_state(t),
-                dumps(t.job.to_doc()), t.retry.max_attempts, t.retry.backoff_base,
-                t.retry.backoff_exponent, t.max_runtime, int(t.explicit_success),
-                int(t.generator), dumps(t.extra), at,
-            )
-            for t in templates
-        ],
-    )  # fmt: skip
+        task_rows,
+    )
     db.executemany(
-        "INSERT INTO state_changes (run_id, task_id, state, at) VALUES (?, ?, ?, ?)",
-        [(run_id, ids[t.name], initial_state(t), at) for t in templates],
+        "INSERT INTO state_changes (run_id, task_id, state, at) VALUES (?, ?, ?, ?)", change_rows
     )
     db.executemany(
         "INSERT OR IGNORE INTO edges (run_id, parent, child, required) VALUES (?, ?, ?, ?)",
-        [
-            (run_id, ids[parent], ids[t.name], int(required))
-            for t in templates
-            for parent, required in t.parents
-        ]
-        + [(run_id, ids[p], ids[c], int(r)) for p, c, r in edges],
+        edge_rows,
     )
+
+
+def job_json(job: JobSpec) -> str:
+    """``job.to_doc()`` as JSON, written without the intermediate lists (orjson writes
+    tuples as arrays): the same text, for a fraction of the cost on big DAGs."""
+    if job.volumes:
+        return dumps(job.to_doc())
+    return orjson.dumps({
+        "runner": job.runner, "command": job.command, "image": job.image,
+        "script": job.script, "env": job.env, "cpus": job.cpus, "memory_mb": job.memory_mb,
+        "pin_cores": job.pin_cores, "volumes": [], "pull_timeout": job.pull_timeout,
+        "workdir": job.workdir, "constraints": job.constraints,
+        "preferences": job.preferences,
+    }).decode()  # fmt: skip
 
 
 def insert_run(db: sqlite3.Connection, plan: RunPlan, ids: dict[str, int], at: int) -> int:

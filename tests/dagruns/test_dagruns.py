@@ -490,3 +490,43 @@ async def test_cores_and_memory_count_against_capacity(make_client, admin_header
     for x, y in (("a", "b"), ("c", "d")):
         first, second = sorted([spans[x], spans[y]])
         assert first[1] <= second[0], f"{x} and {y} overlapped"
+
+
+async def test_run_list_counts_agree_with_the_stored_tasks(api, tmp_path):
+    """The list counts a run submitted here as its changes commit (not from the task rows):
+    through a failure, generated tasks, a running task and a kill, it says what the store
+    holds."""
+    from taskd.dagruns.routes import TASK_STATES
+
+    output = tmp_path / "gen.json"
+    output.write_bytes(orjson.dumps({"slow": {"job": job("/bin/sleep", "60")}}))
+    dag = {
+        "tasks": {
+            "fails": {"job": job("/bin/false")},
+            "after_fail": {"job": job("/bin/true"), "parents": ["fails"]},
+            "gen": {"job": job("/bin/cat", str(output)), "isGenerator": True,
+                    "children": ["last"]},
+            "last": {"job": job("/bin/true")},
+        },
+    }  # fmt: skip
+    run_id = await api.submit(dag)
+    core = await api.core_id(run_id)
+    store = api.client.app[SERVICES].store
+
+    async def stored_counts() -> dict[str, int]:
+        counts, _ = (await store.read(dagruns_store.task_counts, [core]))[core]
+        out: dict[str, int] = {}
+        for state, n in counts.items():
+            out[TASK_STATES[state]] = out.get(TASK_STATES[state], 0) + n
+        return out
+
+    await api.until_task(run_id, "gen", "COMPLETED")  # "slow" exists from here on
+    await api.until_task(run_id, "slow", "RUNNING")
+    await api.until_task(run_id, "fails", "ERRORED")
+    (listed,) = await api.call("GET", "/v1/dagruns")
+    assert listed["taskCounts"] == await stored_counts()
+    assert listed["taskCounts"] == {"COMPLETED": 1, "ERRORED": 1, "RUNNING": 1, "QUEUED": 2}
+    await api.call("DELETE", f"/v1/dagrun/{run_id}")
+    (listed,) = await api.call("GET", "/v1/dagruns?all=1")
+    assert listed["taskCounts"] == await stored_counts()
+    assert listed["state"] == "KILLED"
