@@ -89,7 +89,7 @@ def raw_bulk_insert(n: int) -> float:
 
 def dag(quick: bool) -> list[Row]:
     script = "bench_dag.py"
-    sizes = [(2000, 250.0)] if quick else [(10_000, 250.0), (100_000, 3000.0)]
+    sizes = [(2000, 250.0)] if quick else [(10_000, 250.0), (100_000, 2500.0)]
     rows = []
     for n, target in sizes:
         what = f"DAG of {n:,} tasks"
@@ -105,6 +105,7 @@ def dag(quick: bool) -> list[Row]:
             submit.error = api.error = str(exc)
             continue
         latencies = dig(doc, "server", "latency") or {}
+        during = dig(doc, "server", "latency_during_submit") or {}
         submit.figure = dig(doc, "server", "submit_ms")
         submit.baseline = raw_bulk_insert(n) * 1000
         submit.baseline_unit = "ms"
@@ -112,9 +113,15 @@ def dag(quick: bool) -> list[Row]:
         submit.detail = doc
         # The full run record is a document of every task: its time grows with the DAG, so
         # it is kept apart from the light endpoints whose p99 the target is about.
-        light = [v.get("p99_ms", 0) for k, v in latencies.items() if "(full)" not in k]
+        # Both while the DAG is accepted and while it runs.
+        light = [
+            v.get("p99_ms", 0)
+            for sample in (latencies, during)
+            for k, v in sample.items()
+            if "(full)" not in k
+        ]
         api.figure = max(light, default=None)
-        api.detail = {"latency": latencies}
+        api.detail = {"latency": latencies, "latency_during_submit": during}
         missing(submit, script)
         missing(api, script)
     return rows
