@@ -98,6 +98,20 @@ def table(rows: list[Row], quick: bool) -> str:
     return "\n".join(out + (["", *notes] if notes else []))
 
 
+def markdown(rows: list[Row]) -> str:
+    """The table as Markdown, for docs/benchmarks.md (written beside the JSON)."""
+    out = ["| what | figure | baseline (same run) | target | met? |", "|---|---|---|---|---|"]
+    for r in rows:
+        target = f"{r.op} {number(r.target, r.unit)}" if r.target is not None else "-"
+        baseline = number(r.baseline, r.baseline_unit)
+        if r.baseline_what and r.baseline is not None:
+            baseline += f" ({r.baseline_what})"
+        mark = verdict(r, quick=False)
+        mark = f"**{mark}**" if mark in ("NO", "ERROR") else mark
+        out.append(f"| {r.what} | {number(r.figure, r.unit)} | {baseline} | {target} | {mark} |")
+    return "\n".join(out) + "\n"
+
+
 def commit() -> str | None:
     try:
         done = subprocess.run(
@@ -154,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    print(f"\nwrote {out}")
+    out.with_suffix(".md").write_text(markdown(rows))
+    print(f"\nwrote {out} and {out.with_suffix('.md').name}")
     failed = [r.name for r in rows if r.error]
     if failed:
         print(f"benchmarks that failed: {', '.join(failed)}")
