@@ -229,25 +229,9 @@ async def _cycles(base, pid, creds, start_at) -> tuple[float, float, int]:
     return (*await _timed(base, creds, start_at, len(creds), worker), done)
 
 
-async def _batch_cycles(base, pid, creds, batch, start_at) -> tuple[float, float, int]:
-    done = 0
-
-    async def worker(conn):
-        nonlocal done
-        while True:
-            _, reply = await conn.request("GET", f"/task/get/{pid}?count={batch}")
-            if not reply["ok"]:
-                return
-            for task in reply["content"]["tasks"]:
-                body = {"task_id": task["id"], "result": 0}
-                _, released = await conn.request("POST", "/task/release", json.dumps(body).encode())
-                assert released["content"]["updated"], released
-                done += 1
-
-    return (*await _timed(base, creds, start_at, len(creds), worker), done)
-
-
-async def _batch_release_cycles(base, pid, creds, batch, start_at) -> tuple[float, float, int]:
+async def _batch_cycles(base, pid, creds, batch, start_at, bulk=False) -> tuple[float, float, int]:
+    """Workers lease ``batch`` tasks at a time, then release them one request each, or all in
+    one ``/task/bulk_release`` with ``bulk``."""
     done = 0
 
     async def worker(conn):
@@ -257,12 +241,19 @@ async def _batch_release_cycles(base, pid, creds, batch, start_at) -> tuple[floa
             if not reply["ok"]:
                 return
             tasks = reply["content"]["tasks"]
-            body = {"releases": [{"task_id": task["id"], "result": 0} for task in tasks]}
-            _, released = await conn.request(
-                "POST", "/task/bulk_release", json.dumps(body).encode()
-            )
-            assert all(r["updated"] for r in released["content"]["results"]), released
-            done += len(tasks)
+            if bulk:
+                body = {"releases": [{"task_id": t["id"], "result": 0} for t in tasks]}
+                _, released = await conn.request(
+                    "POST", "/task/bulk_release", json.dumps(body).encode()
+                )
+                assert all(r["updated"] for r in released["content"]["results"]), released
+                done += len(tasks)
+                continue
+            for task in tasks:
+                body = {"task_id": task["id"], "result": 0}
+                _, released = await conn.request("POST", "/task/release", json.dumps(body).encode())
+                assert released["content"]["updated"], released
+                done += 1
 
     return (*await _timed(base, creds, start_at, len(creds), worker), done)
 
@@ -367,7 +358,7 @@ def run(base: str, args: argparse.Namespace) -> dict:
     start_at = time.time() + 1.0
     ops, secs = measure(
         [
-            (_batch_release_cycles, (base, pid, part, args.batch, start_at))
+            (_batch_cycles, (base, pid, part, args.batch, start_at, True))
             for part in split(creds, procs)
         ]
     )
