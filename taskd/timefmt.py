@@ -12,7 +12,11 @@ def iso_ms(ns: int | None) -> str | None:
     """ISO-8601 with milliseconds in UTC (Sundial): 2017-01-25T10:00:00.000Z."""
     if ns is None:
         return None
-    return f"{_iso_second(ns // 1_000_000_000)}{(ns // 1_000_000) % 1000:03d}Z"
+    seconds, ms = divmod(ns // 1_000_000, 1000)
+    return _iso_second(seconds) + _MILLIS[ms]  # half the time of formatting the millis
+
+
+_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
 
 
 @functools.lru_cache(maxsize=8192)
