@@ -23,6 +23,27 @@ COUNT = {"type": "integer", "minimum": 0, "maximum": INT32_MAX}
 TEXT = {"type": "string", "maxLength": MAX_TEXT}
 RATE = {"type": "number", "minimum": 0, "maximum": 1e9, "description": "per second; 0 = no limit"}
 PATH_ID = {"type": "string", "pattern": r"^[1-9][0-9]{0,17}$", "description": "a positive integer"}
+U64 = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
+
+# A project's settings, as created (name required) and as updated (only the fields given).
+PROJECT_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
+PROJECT_FIELDS = {
+    "priority": nullable(U64),
+    "clone_url": nullable(TEXT),
+    "git_repo": nullable(TEXT),
+    "version": nullable(TEXT),
+    "motd": nullable(STR),
+    "public": nullable(BOOL),
+    "hidden": nullable(BOOL),
+    "chain": nullable(U64),
+    "paused": nullable(BOOL),
+    "assign_rate": nullable(RATE),
+    "submit_rate": nullable(RATE),
+}
+PROJECT_RULES = (
+    "A project cannot be both public and hidden; `chain` names an existing project (0 = none)."
+    " An update changes only the fields given."
+)
 
 
 def reply(content: dict | None = None, *, ok_only: bool = False) -> dict:
@@ -62,42 +83,10 @@ SCHEMAS = {
         ["id", "name", "priority", "public", "hidden", "paused"],
     ),
     "QueueProjectInput": obj(
-        {
-            "name": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT},
-            "priority": nullable({"type": "integer", "minimum": 0, "maximum": INT64_MAX}),
-            "clone_url": nullable(TEXT),
-            "git_repo": nullable(TEXT),
-            "version": nullable(TEXT),
-            "motd": nullable(STR),
-            "public": nullable(BOOL),
-            "hidden": nullable(BOOL),
-            "chain": nullable({"type": "integer", "minimum": 0, "maximum": INT64_MAX}),
-            "paused": nullable(BOOL),
-            "assign_rate": nullable(RATE),
-            "submit_rate": nullable(RATE),
-        },
-        ["name"],
-        description="A project cannot be both public and hidden; `chain` names an existing"
-        " project (0 = none). An update changes only the fields given.",
+        {"name": PROJECT_NAME, **PROJECT_FIELDS}, ["name"], description=PROJECT_RULES
     ),
     "QueueProjectUpdate": obj(
-        {
-            "name": nullable({"type": "string", "minLength": 1, "maxLength": MAX_TEXT}),
-            "priority": nullable({"type": "integer", "minimum": 0, "maximum": INT64_MAX}),
-            "clone_url": nullable(TEXT),
-            "git_repo": nullable(TEXT),
-            "version": nullable(TEXT),
-            "motd": nullable(STR),
-            "public": nullable(BOOL),
-            "hidden": nullable(BOOL),
-            "chain": nullable({"type": "integer", "minimum": 0, "maximum": INT64_MAX}),
-            "paused": nullable(BOOL),
-            "assign_rate": nullable(RATE),
-            "submit_rate": nullable(RATE),
-        },
-        (),
-        description="A project cannot be both public and hidden; `chain` names an existing"
-        " project (0 = none). An update changes only the fields given.",
+        {"name": nullable(PROJECT_NAME), **PROJECT_FIELDS}, (), description=PROJECT_RULES
     ),
     "QueueNewTask": obj(
         {
