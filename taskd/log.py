@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 
@@ -23,7 +23,6 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 class _Config:
     level = LEVELS["info"]
     json = False
-    stream: TextIO | None = None  # None: sys.stderr at the time of the call
     captured: list[dict[str, Any]] | None = None
 
 
@@ -47,16 +46,12 @@ def capture() -> Iterator[list[dict[str, Any]]]:
 
 
 class Logger:
-    """A named logger; ``bind`` gives one that adds fields to every event."""
+    """A named logger."""
 
-    __slots__ = ("_fields", "name")
+    __slots__ = ("name",)
 
-    def __init__(self, name: str, fields: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self._fields = fields or {}
-
-    def bind(self, **fields: Any) -> Logger:
-        return Logger(self.name, {**self._fields, **fields})
 
     def debug(self, event: str, **fields: Any) -> None:
         self._log("debug", event, fields)
@@ -70,9 +65,6 @@ class Logger:
     def error(self, event: str, **fields: Any) -> None:
         self._log("error", event, fields)
 
-    def critical(self, event: str, **fields: Any) -> None:
-        self._log("critical", event, fields)
-
     def exception(self, event: str, **fields: Any) -> None:
         """An error with the exception being handled (its traceback)."""
         fields.setdefault("exc_info", True)
@@ -82,15 +74,13 @@ class Logger:
         if _config.captured is None and LEVELS[level] < _config.level:
             return
         exc_info = fields.pop("exc_info", None)
-        entry = {"event": event, **self._fields, **fields, "log_level": level}
         if _config.captured is not None:
-            _config.captured.append(entry)
+            _config.captured.append({"event": event, **fields, "log_level": level})
             return
-        text = _traceback(exc_info)
-        stream = _config.stream or sys.stderr
+        line = _render(level, event, fields, _traceback(exc_info))
         try:
-            stream.write(_render(level, event, {**self._fields, **fields}, text))
-            stream.flush()
+            sys.stderr.write(line)
+            sys.stderr.flush()
         except (OSError, ValueError):  # a closed or full stderr must not fail the caller
             pass
 

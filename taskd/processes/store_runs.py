@@ -16,12 +16,6 @@ from taskd.secrets import MASKER
 from taskd.store.output import ENTRY_TABLES
 from taskd.timefmt import iso_ms
 
-ATTEMPT_COLUMNS = (
-    "a.id, a.uuid, a.number, a.state, a.succeeded, a.exit_code, a.reason, a.runner,"
-    " a.container_id, a.created_at, a.started_at, a.ended_at, a.reported, t.name AS task_name,"
-    " t.template, r.uuid AS run_uuid, r.id AS run_id, r.name AS run_name"
-)
-
 
 def marks(values: Iterable[Any]) -> str:
     return ",".join("?" * len(list(values)))
@@ -201,17 +195,6 @@ def search_attempts(
     ids = [row[0] for row in rows]
     logs, meta = entries(db, "SELECT value FROM json_each(?)", [orjson.dumps(ids).decode()])
     return [task_object(row, row[12], row[13], logs, meta) for row in rows]
-
-
-def attempt(db: sqlite3.Connection, attempt_uuid: str) -> dict[str, Any]:
-    row = db.execute(
-        f"SELECT {ATTEMPT_COLUMNS} FROM attempts a JOIN tasks t ON t.id = a.task_id"
-        " JOIN runs r ON r.id = a.run_id WHERE a.uuid = ?",
-        (attempt_uuid,),
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"no task with id {attempt_uuid}")
-    return dict(row)
 
 
 def attempt_id(db: sqlite3.Connection, attempt_uuid: str) -> int:
