@@ -12,8 +12,9 @@ def setup(app: web.Application) -> None:
     """Add the family's routes, envelope, OpenAPI part and background work to ``app``."""
     from taskd.http import envelopes
     from taskd.http.openapi import declare
-    from taskd.workqueue import openapi, routes
+    from taskd.workqueue import openapi, routes, routes_projects
 
     envelopes.register(routes.ENVELOPE)
     routes.setup(app)
-    declare(app, routes.__name__, openapi.PART)
+    for module in (routes, routes_projects):
+        declare(app, module.__name__, openapi.PART)
