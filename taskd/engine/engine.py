@@ -20,7 +20,15 @@ from taskd.engine.attempts import Attempts
 from taskd.engine.capacity import Pools
 from taskd.engine.clock import Clock
 from taskd.engine.commands import Commands
-from taskd.engine.graph import LiveAttempt, RunNode, TaskNode, link, run_from_row, task_from_row
+from taskd.engine.graph import (
+    LiveAttempt,
+    RunNode,
+    TaskNode,
+    add_tasks,
+    link,
+    run_from_row,
+    task_from_row,
+)
 from taskd.engine.repair import Ended, repair
 from taskd.engine.retention import Retention
 from taskd.engine.supervisor import Supervisor
@@ -29,7 +37,6 @@ from taskd.log import get_logger
 from taskd.metrics import Metrics
 from taskd.models import (
     RUN_TERMINAL,
-    TASK_TERMINAL,
     AttemptState,
     JobSpec,
     RunState,
@@ -227,7 +234,7 @@ class Engine(Attempts, Commands):
         if len(plan.tasks) > BIG_RUN:
             # Its graph is built in a thread while the store writes it, so the event loop
             # goes on meanwhile; nobody sees it (nothing starts) before it is stored.
-            nodes = await asyncio.to_thread(self._link, run, plan.tasks, ids, [])
+            nodes = await asyncio.to_thread(add_tasks, run, plan.tasks, ids, [])
             run.id = await written
             self.runs[run.id] = run
             self.ready.extend(n for n in nodes if n.state is TaskState.READY)
@@ -251,44 +258,8 @@ class Engine(Attempts, Commands):
         ids: dict[str, int],
         edges: list[tuple[str, str, bool]],
     ) -> list[TaskNode]:
-        nodes = self._link(run, templates, ids, edges)
+        nodes = add_tasks(run, templates, ids, edges)
         self.ready.extend(n for n in nodes if n.state is TaskState.READY)
-        return nodes
-
-    def _link(
-        self,
-        run: RunNode,
-        templates: list[TaskTemplate],
-        ids: dict[str, int],
-        edges: list[tuple[str, str, bool]],
-    ) -> list[TaskNode]:
-        """Add the templates' tasks and edges to the run's graph (and nothing else: may run
-        in a thread for a run nobody sees yet)."""
-        # Written for runs of 100,000 tasks: positional fields, and the run's maps and the
-        # links filled here rather than a call per task (the same as run.add and link).
-        nodes = []
-        tasks, by_name = run.tasks, run.by_name
-        waiting, ready = TaskState.WAITING, TaskState.READY
-        for t in templates:
-            name = t.name
-            node = TaskNode(ids[name], run, name, t.template or name,
-                            waiting if t.parents else ready, t.job, t.retry, t.max_runtime,
-                            t.explicit_success, t.generator, 0, None, t.extra)  # fmt: skip
-            tasks[node.id] = node
-            by_name[name] = node
-            nodes.append(node)
-        run.unfinished += len(nodes)  # new tasks are never terminal
-        for t, node in zip(templates, nodes, strict=True):
-            if t.parents:
-                ups = node.parents
-                for parent_name, required in t.parents:
-                    parent = by_name[parent_name]
-                    parent.children.append((node, required))
-                    ups.append((parent, required))
-                    if parent.state not in TASK_TERMINAL:
-                        node.blocking += 1
-        for parent, child, required in edges:
-            link(run.by_name[parent], run.by_name[child], required)
         return nodes
 
     async def load(self, run_id: int) -> RunNode:
