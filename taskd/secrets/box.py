@@ -8,6 +8,7 @@ associated data, so a value cannot be moved to another name unnoticed.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import secrets
 from pathlib import Path
@@ -48,15 +49,12 @@ class Box:
 
     def __init__(self, key: bytes) -> None:
         self._key = key
-        self._cipher: Any = None
 
-    @property
+    @functools.cached_property
     def _aead(self) -> Any:
-        if self._cipher is None:
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-            self._cipher = AESGCM(self._key)
-        return self._cipher
+        return AESGCM(self._key)
 
     def seal(self, name: str, value: str) -> tuple[bytes, bytes]:
         nonce = secrets.token_bytes(12)
